@@ -1,0 +1,1 @@
+"""tts-operator: reconciles TTSService resources into GPU text-to-speech services."""
