@@ -1,0 +1,38 @@
+# One entry point for people and CI. Everything installs into .venv (ignored).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIPER_VERSION := 1.8.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test unit lint crds demo demo-down clean
+
+setup: $(STAMP)
+
+# Re-install only when the dependency list changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[operator,runtime,dev]'
+	# piper-tts is GPL-3.0 and optional (espeak phonemization, the benchmark's peer, the
+	# cross-check test). --no-deps keeps its CPU onnxruntime from clobbering onnxruntime-gpu.
+	$(BIN)/pip install -q --no-deps piper-tts==$(PIPER_VERSION)
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check operator runtime tests e2e
+	$(BIN)/ruff format --check operator runtime tests e2e
+	$(BIN)/mypy
+
+demo:
+	@echo "make demo lands with the Helm chart and demo issue; see README." >&2; exit 1
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,53 @@
+"""The contract between the batcher and the inference engine.
+
+The batcher only needs this much of an engine, so it can be read (and tested)
+without knowing anything about onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Audio = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class SynthesisScales:
+    """Piper's `scales` input. It is one tensor per batch, so only requests with
+    equal scales can share a batch."""
+
+    noise_scale: float
+    length_scale: float
+    noise_w: float
+
+
+@dataclass(frozen=True)
+class SynthesisItem:
+    """One utterance (a sentence or segment) ready for the model."""
+
+    phoneme_ids: tuple[int, ...]
+    speaker_id: int = 0
+
+
+class SynthesisEngine(Protocol):
+    """What the batcher calls, from its worker thread."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    def synthesize(self, items: Sequence[SynthesisItem], scales: SynthesisScales) -> list[Audio]:
+        """Run one batch; returns float32 mono audio per item, each trimmed to its own length.
+
+        Blocking; raises on failure (the batcher then retries the items one by one)."""
+        ...
