@@ -1,0 +1,93 @@
+"""The runtime's Prometheus metrics (names fixed in the design, prefix tts_).
+
+Each app owns its own registry so tests can build several apps in one process.
+The HPA signal is the per-pod average queue wait over a short window, computed
+from tts_queue_wait_seconds (see docs/runtime.md and `average_queue_wait`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# Queue waits the HPA cares about sit between 1 ms and a few seconds.
+QUEUE_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+RTF_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+
+REQUEST_STATUSES = ("ok", "bad_request", "queue_full", "timeout", "draining", "error")
+
+
+class RuntimeMetrics:
+    """All tts_* series of one runtime process."""
+
+    def __init__(self, max_batch_size: int = 8, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tts_requests",
+            "Speech requests by outcome (ok, bad_request, queue_full, timeout, draining, error).",
+            ["status"],
+            registry=r,
+        )
+        for status in REQUEST_STATUSES:  # export zeros so rate() works from the first scrape
+            self.requests.labels(status=status)
+        self.queue_wait = Histogram(
+            "tts_queue_wait_seconds",
+            "Time a segment waited in the batch queue before its batch started.",
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "tts_queue_depth", "Segments waiting in the batch queue.", registry=r
+        )
+        self.batch_size = Histogram(
+            "tts_batch_size",
+            "Segments per inference batch.",
+            buckets=tuple(float(n) for n in _batch_buckets(max_batch_size)),
+            registry=r,
+        )
+        self.inference = Histogram(
+            "tts_inference_seconds",
+            "Wall time of one inference batch in the worker thread.",
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.padding_ratio = Histogram(
+            "tts_padding_ratio",
+            "Share of a batch's phoneme slots that are padding (0 = no waste).",
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "tts_audio_seconds", "Seconds of audio synthesized.", registry=r
+        )
+        self.real_time_factor = Histogram(
+            "tts_real_time_factor",
+            "Inference seconds per second of audio, per batch (below 1 is faster than real time).",
+            buckets=RTF_BUCKETS,
+            registry=r,
+        )
+        self.model = Info("tts_model", "The served model and how it runs.", registry=r)
+
+    def set_model(self, model: str, provider: str, precision: str) -> None:
+        self.model.info({"model": model, "provider": provider, "precision": precision})
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    content_type = CONTENT_TYPE_LATEST
+
+
+def _batch_buckets(max_batch_size: int) -> list[int]:
+    sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    return sorted({n for n in sizes if n < max_batch_size} | {max_batch_size})
+
+
+def average_queue_wait(
+    sum_before: float, count_before: float, sum_after: float, count_after: float
+) -> float:
+    """The HPA signal between two scrapes, as the documented PromQL computes it:
+    rate(sum) / clamp_min(rate(count), 1e-9). Idle (no new segments) gives 0, never NaN."""
+    return (sum_after - sum_before) / max(count_after - count_before, 1e-9)

@@ -1,0 +1,114 @@
+"""Runtime settings: TTS_* environment variables, validated once at start.
+
+A bad value stops the process with a message naming the variable (see
+`load_settings`), never a traceback wall.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+ENV_PREFIX = "TTS_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message says which and why."""
+
+
+class RuntimeSettings(BaseSettings):
+    """Everything the runtime reads from its environment (names fixed in the design)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        protected_namespaces=(),
+        validate_default=True,
+    )
+
+    model_path: Path = Field(
+        description="Directory holding model.onnx + model.onnx.json, or a .onnx file "
+        "with its .onnx.json beside it."
+    )
+    model_name: str = Field("tts-1", min_length=1, description="Served model id.")
+    precision: Literal["fp16", "fp32"] = "fp16"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    voices: dict[str, int] | None = Field(
+        None,
+        description="JSON object voice name -> speaker id; default: the voice "
+        'config\'s speaker_id_map, or {"default": 0}.',
+    )
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_queue_delay_ms: float = Field(10.0, ge=0, le=10_000)
+    max_queue_size: int = Field(256, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_input_chars: int = Field(4096, ge=1)
+    max_segment_chars: int = Field(400, ge=16)
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    drain_timeout_s: float = Field(25.0, ge=0)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("voices")
+    @classmethod
+    def _check_voices(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must name at least one voice")
+        for name, speaker_id in value.items():
+            if not name.strip():
+                raise ValueError("voice names must not be empty")
+            if speaker_id < 0:
+                raise ValueError(f"speaker id of voice {name!r} must be >= 0, got {speaker_id}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> RuntimeSettings:
+        if self.max_segment_chars > self.max_input_chars:
+            raise ValueError(
+                f"max_segment_chars ({self.max_segment_chars}) must not exceed "
+                f"max_input_chars ({self.max_input_chars})"
+            )
+        return self
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.max_queue_delay_ms / 1000.0
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Cap on a request body: room for the input in 4-byte UTF-8 JSON-escaped
+        characters plus the other fields; anything bigger is refused unread."""
+        return 16 * 1024 + 12 * self.max_input_chars
+
+
+def load_settings() -> RuntimeSettings:
+    """Read and validate the settings from the environment; raise SettingsError with
+    one line per problem."""
+    try:
+        return RuntimeSettings()  # type: ignore[call-arg]  # model_path comes from the env
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except PydanticSettingsError as exc:  # e.g. TTS_VOICES is not valid JSON
+        raise SettingsError(f"invalid runtime settings: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid runtime settings:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        variable = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}" if error["loc"] else field
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        lines.append(f"  {variable}: {error['msg']}{shown}")
+    return "\n".join(lines)
