@@ -1,0 +1,61 @@
+"""Operator process settings: env vars with the TTS_OPERATOR_ prefix, validated at start."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.0"
+FIELD_MANAGER = "tts-operator"
+
+
+class OperatorSettings(BaseSettings):
+    """How the operator process runs (not what it builds: that is the TTSService spec)."""
+
+    model_config = SettingsConfigDict(env_prefix="TTS_OPERATOR_", extra="ignore")
+
+    namespaces: str = ""
+    """Comma-separated namespaces to watch; empty watches the whole cluster."""
+    runtime_image: str = Field(default=DEFAULT_RUNTIME_IMAGE, min_length=1)
+    """Runtime image for TTSServices that do not set spec.runtime.image."""
+    log_format: Literal["json", "text"] = "json"
+    """json: one JSON object per line with the object's namespace/name; text: kopf's format."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Operator log level."""
+    liveness_host: str = "0.0.0.0"
+    """Address of kopf's liveness endpoint."""
+    liveness_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the liveness endpoint (GET /healthz); 0 turns it off."""
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Port of the Prometheus /metrics endpoint; 0 turns it off."""
+    peering_name: str = Field(default="tts-operator", min_length=1, max_length=253)
+    """kopf peering object (leader election): replicas sharing it never act at once."""
+    standalone: bool = False
+    """Run without peering (one replica, development)."""
+    priority: int = 0
+    """kopf peering priority: the highest-priority live replica acts, the others pause."""
+    resync_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """How often every TTSService is reconciled again (restores drift, refreshes status)."""
+    retry_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
+    """Delay before retrying a TTSService that is not ready to reconcile (e.g. PVC missing)."""
+
+    @field_validator("namespaces")
+    @classmethod
+    def _clean_namespaces(cls, value: str) -> str:
+        return ",".join(n.strip() for n in value.split(",") if n.strip())
+
+    @property
+    def namespace_list(self) -> list[str]:
+        return [n for n in self.namespaces.split(",") if n]
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespace_list
+
+    @property
+    def liveness_endpoint(self) -> str | None:
+        if self.liveness_port == 0:
+            return None
+        return f"http://{self.liveness_host}:{self.liveness_port}/healthz"

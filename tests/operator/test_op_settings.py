@@ -1,0 +1,35 @@
+"""Operator settings from TTS_OPERATOR_* env vars."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from tts_operator.settings import DEFAULT_RUNTIME_IMAGE, OperatorSettings
+
+
+def test_defaults_watch_the_whole_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = OperatorSettings()
+    assert s.clusterwide and s.namespace_list == []
+    assert s.runtime_image == DEFAULT_RUNTIME_IMAGE
+    assert s.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    assert s.peering_name == "tts-operator"
+
+
+def test_env_prefix_and_namespace_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTS_OPERATOR_NAMESPACES", " a, b ,,c ")
+    monkeypatch.setenv("TTS_OPERATOR_LIVENESS_PORT", "0")
+    monkeypatch.setenv("TTS_OPERATOR_METRICS_PORT", "9191")
+    s = OperatorSettings()
+    assert s.namespace_list == ["a", "b", "c"] and not s.clusterwide
+    assert s.liveness_endpoint is None
+    assert s.metrics_port == 9191
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("TTS_OPERATOR_LOG_FORMAT", "xml"), ("TTS_OPERATOR_METRICS_PORT", "70000")],
+)
+def test_bad_settings_fail_clearly(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValidationError):
+        OperatorSettings()
