@@ -1,0 +1,46 @@
+{{/*
+The operator's permissions, from what it really touches (README "RBAC" explains each rule).
+Namespaced rules: used by the ClusterRole (scope cluster) and by every Role (scope namespaced).
+Nothing here reads Secrets, Nodes or anything else the operator does not use.
+*/}}
+{{- define "tts-operator.namespacedRules" -}}
+# The TTSService: watched, annotated/patched by kopf (progress, last-handled state), status written.
+- apiGroups: ["ttsoperator.io"]
+  resources: ["ttsservices"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["ttsoperator.io"]
+  resources: ["ttsservices/status"]
+  verbs: ["get", "patch"]
+# Children, applied server-side (create + patch), watched for drift, deleted when a switch turns off.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Status: Pending pods with an Unschedulable reason become Degraded/InsufficientGPU.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# pvc:// model URIs: the claim must exist.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
+# kopf posts core/v1 Events about each TTSService (it never reads or updates them).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* kopf's peering heartbeats: it watches the peering object and patches its own entry. */}}
+{{- define "tts-operator.peeringRule" -}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ . | quote }}]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}

@@ -1,0 +1,317 @@
+"""What `helm template` renders: lint, objects per mode, RBAC shape, security, CRD, monitoring."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from chart_helpers import CHART, NAMESPACE, ROOT, Helm
+
+CRD_FILE = "ttsservices.ttsoperator.io.yaml"
+PROMETHEUS_OPERATOR = [
+    "--api-versions",
+    "monitoring.coreos.com/v1/PodMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+]
+KEDA = ["--api-versions", "keda.sh/v1alpha1/ScaledObject"]
+
+
+def _container(rendered_deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = rendered_deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def _env(rendered_deployment: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in _container(rendered_deployment)["env"]}
+
+
+def test_helm_lint_strict(helm: Helm) -> None:
+    out = helm.run("lint", "--strict", str(CHART)).stdout
+    assert "0 chart(s) failed" in out
+
+
+def test_default_install_is_cluster_wide_with_the_crd_and_no_monitoring_objects(
+    helm: Helm,
+) -> None:
+    r = helm.template()
+    assert r.kinds() == sorted(
+        [
+            "ClusterKopfPeering",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",  # prometheus-adapter rules
+            "ConfigMap",  # Grafana dashboard
+            "CustomResourceDefinition",
+            "Deployment",
+            "ServiceAccount",
+        ]
+    )
+    assert _env(r.one("Deployment"))["TTS_OPERATOR_NAMESPACES"] == ""
+    binding = r.one("ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tts-tts-operator", "namespace": NAMESPACE}
+    ]
+
+
+def test_namespaced_scope_uses_roles_per_namespace_and_nothing_cluster_scoped(
+    helm: Helm,
+) -> None:
+    r = helm.template(
+        "--set", "scope=namespaced", "--set", "watchNamespaces={voices,staging}",
+        "--set", "crds.install=false", "--set", "prometheusAdapter.enabled=false",
+        "--set", "grafana.dashboard.enabled=false",
+    )  # fmt: skip
+    assert r.kinds() == sorted(
+        ["Deployment", "ServiceAccount"] + ["Role", "RoleBinding", "KopfPeering"] * 2
+    )
+    assert sorted(x["metadata"]["namespace"] for x in r.all("Role")) == ["staging", "voices"]
+    assert sorted(x["metadata"]["namespace"] for x in r.all("KopfPeering")) == [
+        "staging",
+        "voices",
+    ]
+    for binding in r.all("RoleBinding"):
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+    assert _env(r.one("Deployment"))["TTS_OPERATOR_NAMESPACES"] == "voices,staging"
+
+
+def test_namespaced_scope_defaults_to_the_release_namespace(helm: Helm) -> None:
+    r = helm.template("--set", "scope=namespaced")
+    assert [x["metadata"]["namespace"] for x in r.all("Role")] == [NAMESPACE]
+    assert _env(r.one("Deployment"))["TTS_OPERATOR_NAMESPACES"] == NAMESPACE
+
+
+def _rules(helm: Helm, *args: str) -> list[dict[str, Any]]:
+    r = helm.template(*args)
+    roles = r.all("ClusterRole") + r.all("Role")
+    return [rule for role in roles for rule in role["rules"]]
+
+
+def test_rbac_is_explicit_and_never_grants_secrets(helm: Helm) -> None:
+    for args in ([], ["--set", "scope=namespaced"]):
+        rules = _rules(helm, *args)
+        assert rules
+        for rule in rules:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"wildcard in {rule}"
+            assert "secrets" not in rule["resources"]
+            assert "nodes" not in rule["resources"]
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+
+
+def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def test_rbac_covers_what_the_operator_and_kopf_touch(helm: Helm) -> None:
+    grants = _grants(_rules(helm))
+    assert grants[("ttsoperator.io", "ttsservices")] >= {"get", "list", "watch", "patch"}
+    assert grants[("ttsoperator.io", "ttsservices/status")] >= {"patch"}
+    for child in [
+        ("apps", "deployments"),
+        ("", "services"),
+        ("", "configmaps"),
+        ("autoscaling", "horizontalpodautoscalers"),
+        ("policy", "poddisruptionbudgets"),
+    ]:
+        assert grants[child] >= {"get", "list", "watch", "create", "patch"}, child
+    assert grants[("", "pods")] == {"get", "list", "watch"}
+    assert grants[("", "persistentvolumeclaims")] == {"get"}
+    assert grants[("", "events")] == {"create"}
+    assert grants[("kopf.dev", "clusterkopfpeerings")] >= {"list", "watch", "patch"}
+    assert grants[("apiextensions.k8s.io", "customresourcedefinitions")] == {
+        "get",
+        "list",
+        "watch",
+    }
+    namespaced = _grants(_rules(helm, "--set", "scope=namespaced"))
+    assert ("kopf.dev", "kopfpeerings") in namespaced
+    assert ("apiextensions.k8s.io", "customresourcedefinitions") not in namespaced
+
+
+def test_operator_pod_is_hardened(helm: Helm) -> None:
+    deployment = helm.template().one("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = _container(deployment)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert _container(deployment)["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_operator_env_names_are_real_operator_settings(helm: Helm) -> None:
+    from tts_operator.settings import OperatorSettings
+
+    fields = {f"TTS_OPERATOR_{name.upper()}" for name in OperatorSettings.model_fields}
+    env = _env(helm.template().one("Deployment"))
+    ours = {name for name in env if name.startswith("TTS_OPERATOR_")}
+    assert ours, env
+    assert ours <= fields, f"not operator settings: {ours - fields}"
+    # The values the chart passes must be ones the settings class accepts.
+    settings = {k.removeprefix("TTS_OPERATOR_").lower(): v for k, v in env.items() if k in ours}
+    OperatorSettings.model_validate(settings)
+
+
+def test_crd_template_is_the_generated_crd_plus_helm_metadata(helm: Helm) -> None:
+    generated_text = (ROOT / "crds" / CRD_FILE).read_text()
+    assert (CHART / "files" / CRD_FILE).read_text() == generated_text, (
+        f"charts/tts-operator/files/{CRD_FILE} is stale: cp crds/{CRD_FILE} "
+        f"charts/tts-operator/files/{CRD_FILE}"
+    )
+    generated = yaml.safe_load(generated_text)
+    rendered = helm.template().one("CustomResourceDefinition")
+    meta = rendered.pop("metadata")
+    generated_meta = generated.pop("metadata")
+    assert rendered == generated
+    assert meta["name"] == generated_meta["name"] == "ttsservices.ttsoperator.io"
+    assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    for key, value in (generated_meta.get("annotations") or {}).items():
+        assert meta["annotations"][key] == value
+
+    unkept = helm.template("--set", "crds.keep=false").one("CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
+    assert not helm.template("--set", "crds.install=false").all("CustomResourceDefinition")
+
+
+def test_peering_crds_in_the_chart_are_the_operators() -> None:
+    def load(path: Path) -> list[dict[str, Any]]:
+        return sorted((d for d in yaml.safe_load_all(path.read_text()) if d),
+                      key=lambda d: str(d["metadata"]["name"]))  # fmt: skip
+
+    chart = load(CHART / "crds" / "kopf-peerings.kopf.dev.yaml")
+    assert [d["metadata"]["name"] for d in chart] == [
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    ]
+    assert chart == load(ROOT / "crds" / "kopf-peering.yaml")
+
+
+def test_monitors_render_only_when_the_prometheus_operator_crds_exist(helm: Helm) -> None:
+    with_sm = ["--set", "monitoring.serviceMonitor.enabled=true"]
+    assert not helm.template(*with_sm).all("PodMonitor")
+    assert not helm.template(*with_sm).all("ServiceMonitor")
+    r = helm.template(*PROMETHEUS_OPERATOR, *with_sm)
+    pm, sm = r.one("PodMonitor"), r.one("ServiceMonitor")
+    for monitor, endpoints in ((pm, "podMetricsEndpoints"), (sm, "endpoints")):
+        assert monitor["spec"]["selector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "tts-runtime",
+            "app.kubernetes.io/managed-by": "tts-operator",
+        }
+        assert monitor["spec"]["namespaceSelector"] == {"any": True}
+        (endpoint,) = monitor["spec"][endpoints]
+        assert endpoint["port"] == "http"
+        assert endpoint["path"] == "/metrics"
+        targets = {x["targetLabel"] for x in endpoint["relabelings"]}
+        assert {"namespace", "pod", "tts_service"} <= targets
+    assert not helm.template(*PROMETHEUS_OPERATOR).all("ServiceMonitor")  # off by default
+    scoped = helm.template(*PROMETHEUS_OPERATOR, "--set", "scope=namespaced").one("PodMonitor")
+    assert scoped["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def _adapter_rule(helm: Helm, *args: str) -> dict[str, Any]:
+    configmaps = helm.template(*args).all("ConfigMap")
+    (cm,) = [c for c in configmaps if c["metadata"]["name"].endswith("-adapter-rules")]
+    (rule,) = yaml.safe_load(cm["data"]["config.yaml"])["rules"]
+    return dict(rule)
+
+
+def _squash(promql: str) -> str:
+    return re.sub(r"\s+", "", promql)
+
+
+# The HPA signal agreed in /work/prompts/names.md (and docs/monitoring.md).
+AGREED_PROMQL = (
+    "sum by (namespace,pod) (rate(tts_queue_wait_seconds_sum[1m])) / clamp_min(sum by "
+    "(namespace,pod) (rate(tts_queue_wait_seconds_count[1m])), 1e-9)"
+)
+
+
+def test_adapter_rule_is_the_agreed_rate_based_per_pod_queue_latency(helm: Helm) -> None:
+    rule = _adapter_rule(helm)
+    assert rule["name"]["as"] == "tts_queue_latency_seconds"
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    query = rule["metricsQuery"].replace("<<.GroupBy>>", "namespace,pod")
+    query = query.replace("{<<.LabelMatchers>>}", "")
+    assert _squash(query) == _squash(AGREED_PROMQL)
+    # Both sides are rates: a raw counter would never fall when load falls.
+    assert "rate(tts_queue_wait_seconds_sum" in rule["metricsQuery"]
+    assert "rate(tts_queue_wait_seconds_count" in rule["metricsQuery"]
+    renamed = _adapter_rule(
+        helm, "--set", "prometheusAdapter.metricName=voice_wait", "--set",
+        "prometheusAdapter.rateWindow=2m",
+    )  # fmt: skip
+    assert renamed["name"]["as"] == "voice_wait"
+    assert "[2m]" in renamed["metricsQuery"]
+
+
+def test_adapter_metric_name_default_matches_the_crd_default(helm: Helm) -> None:
+    from tts_operator.models import DEFAULT_METRIC_NAME
+
+    assert _adapter_rule(helm)["name"]["as"] == DEFAULT_METRIC_NAME
+
+
+def test_keda_mode_scales_the_ttsservice_through_its_scale_subresource(helm: Helm) -> None:
+    keda = [
+        "--set", "keda.enabled=true",
+        "--set", "keda.scaledObjects[0].name=my-voice",
+        "--set", "keda.scaledObjects[0].namespace=voices",
+        "--set", "keda.scaledObjects[0].minReplicas=1",
+        "--set", "keda.scaledObjects[0].maxReplicas=6",
+        "--set", "keda.scaledObjects[0].targetQueueLatencyMs=200",
+    ]  # fmt: skip
+    so = helm.template(*KEDA, *keda).one("ScaledObject")
+    assert so["metadata"] == so["metadata"] | {"name": "my-voice", "namespace": "voices"}
+    assert so["spec"]["scaleTargetRef"] == {
+        "apiVersion": "ttsoperator.io/v1alpha1",
+        "kind": "TTSService",
+        "name": "my-voice",
+    }
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (1, 6)
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metricType"] == "Value"
+    assert trigger["metadata"]["threshold"] == "0.2"
+    query = trigger["metadata"]["query"]
+    assert 'namespace="voices",tts_service="my-voice"' in query
+    assert (
+        "rate(tts_queue_wait_seconds_sum" in query and "rate(tts_queue_wait_seconds_count" in query
+    )
+
+    error = helm.template_error(*keda)
+    assert "install KEDA first" in error
+    error = helm.template_error(*KEDA, *keda, "--set", "keda.scaledObjects[0].minReplicas=9")
+    assert "minReplicas 9 > maxReplicas 6" in error
+
+
+def test_grafana_dashboard_is_valid_json_on_real_runtime_metrics(helm: Helm) -> None:
+    from tts_runtime.metrics import RuntimeMetrics
+
+    configmaps = helm.template().all("ConfigMap")
+    (cm,) = [c for c in configmaps if c["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["tts-operator.json"])
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("queue latency", "batch size", "throughput", "real-time factor", "replicas"):
+        assert topic in titles
+    exported = RuntimeMetrics().exposition().decode()
+    series = set(re.findall(r"^(tts_\w+)", exported, flags=re.MULTILINE))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\btts_[a-z_]+", e) if m != "tts_service"}
+    assert used, exprs
+    assert used <= series, f"dashboard queries series the runtime does not export: {used - series}"

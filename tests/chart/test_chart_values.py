@@ -1,0 +1,103 @@
+"""values.yaml and values.schema.json: every value documented, the schema closed and in step."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from chart_helpers import CHART, Helm
+
+VALUES_TEXT = (CHART / "values.yaml").read_text()
+VALUES = yaml.safe_load(VALUES_TEXT)
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*):")
+
+
+def _schema_at(path: list[str]) -> dict[str, Any] | None:
+    node: dict[str, Any] = SCHEMA
+    for key in path:
+        props = node.get("properties", {})
+        if key not in props:
+            return None
+        node = props[key]
+    return node
+
+
+def _documented_keys() -> list[tuple[list[str], bool]]:
+    """(path, has a comment line right above) for each key whose parent is a closed object
+    of the chart's own (pass-through Kubernetes objects such as resources are left out)."""
+    found: list[tuple[list[str], bool]] = []
+    stack: list[tuple[int, str]] = []
+    previous = ""
+    for line in VALUES_TEXT.splitlines():
+        match = KEY_LINE.match(line)
+        if match:
+            indent = len(match["indent"])
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            path = [k for _, k in stack] + [match["key"]]
+            parent = _schema_at(path[:-1])
+            if parent is not None and parent.get("additionalProperties") is False:
+                found.append((path, previous.lstrip().startswith("#")))
+            stack.append((indent, match["key"]))
+        if line.strip():
+            previous = line
+    return found
+
+
+def test_every_chart_value_has_a_comment() -> None:
+    keys = _documented_keys()
+    assert len(keys) > 40, "the values walk found too few keys: the parser is broken"
+    undocumented = [".".join(path) for path, commented in keys if not commented]
+    assert not undocumented, f"values without a comment line above them: {undocumented}"
+
+
+def test_values_yaml_satisfies_its_schema() -> None:
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    jsonschema.validate(VALUES, SCHEMA)
+
+
+def _closed_objects(node: dict[str, Any], path: str = "") -> list[str]:
+    out = [path] if node.get("additionalProperties") is False else []
+    for key, child in node.get("properties", {}).items():
+        out += _closed_objects(child, f"{path}.{key}")
+    return out
+
+
+def test_schema_is_closed_wherever_the_chart_defines_the_keys() -> None:
+    closed = _closed_objects(SCHEMA)
+    for path in ["", ".image", ".crds", ".operator", ".monitoring.podMonitor", ".keda", ".grafana"]:
+        assert path in closed, f"{path or 'top level'} accepts unknown keys"
+
+
+def test_every_value_is_in_the_schema() -> None:
+    def walk(values: dict[str, Any], path: list[str]) -> None:
+        for key, value in values.items():
+            node = _schema_at([*path, key])
+            assert node is not None, f"{'.'.join([*path, key])} is not in values.schema.json"
+            if isinstance(value, dict) and node.get("additionalProperties") is False:
+                walk(value, [*path, key])
+
+    walk(VALUES, [])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "replicaCont=3"], "replicaCont"),
+        (["--set", "crds.instal=false"], "instal"),
+        (["--set", "monitoring.podMonitor.enabeld=true"], "enabeld"),
+        (["--set", "scope=cluster-wide"], "scope"),
+        (["--set-json", 'replicaCount="two"'], "replicaCount"),
+        (["--set", "operator.logFormat=xml"], "logFormat"),
+        (["--set", "prometheusAdapter.rateWindow=1 minute"], "rateWindow"),
+    ],
+)
+def test_schema_rejects_typos_and_wrong_types(helm: Helm, args: list[str], expected: str) -> None:
+    error = helm.template_error(*args)
+    assert "values don't meet the specifications of the schema" in error, error
+    assert expected in error, error
