@@ -1,0 +1,53 @@
+"""Pure builders: a TTSService spec -> the manifests of its children (plain dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tts_operator.builders.common import Manifest, content_hash
+from tts_operator.builders.configmap import build_configmap
+from tts_operator.builders.deployment import CONTAINER_SECURITY_CONTEXT, build_deployment
+from tts_operator.builders.hpa import build_hpa
+from tts_operator.builders.model import ModelDelivery, model_delivery
+from tts_operator.builders.pdb import build_pdb
+from tts_operator.builders.service import build_service
+from tts_operator.models import TTSServiceSpec
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    """A child kind and name, for children the spec no longer wants."""
+
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Children:
+    """What one TTSService should own right now."""
+
+    desired: list[Manifest]
+    unwanted: list[ChildRef] = field(default_factory=list)
+    delivery: ModelDelivery | None = None
+
+
+def build_children(name: str, namespace: str, spec: TTSServiceSpec, default_image: str) -> Children:
+    image = spec.runtime.image or default_image
+    delivery = model_delivery(spec.model.uri, image, CONTAINER_SECURITY_CONTEXT)
+    configmap = build_configmap(name, namespace, spec, delivery)
+    desired = [
+        configmap,
+        build_deployment(name, namespace, spec, image, delivery, content_hash(configmap["data"])),
+        build_service(name, namespace, spec),
+    ]
+    unwanted = []
+    if spec.autoscaling.enabled:
+        desired.append(build_hpa(name, namespace, spec))
+    else:
+        unwanted.append(ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", name))
+    if spec.disruption.enabled:
+        desired.append(build_pdb(name, namespace, spec))
+    else:
+        unwanted.append(ChildRef("policy/v1", "PodDisruptionBudget", name))
+    return Children(desired=desired, unwanted=unwanted, delivery=delivery)

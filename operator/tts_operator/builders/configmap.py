@@ -1,0 +1,43 @@
+"""ConfigMap NAME-runtime: the runtime's TTS_* settings, loaded with envFrom."""
+
+from __future__ import annotations
+
+import json
+
+from tts_operator.builders.common import Manifest, configmap_name, metadata
+from tts_operator.builders.model import ModelDelivery
+from tts_operator.models import RUNTIME_PORT, TTSServiceSpec
+
+
+def runtime_env(spec: TTSServiceSpec, delivery: ModelDelivery) -> dict[str, str]:
+    """The TTS_* variables the runtime reads (runtime/tts_runtime/settings.py)."""
+    batching = spec.runtime.batching
+    env = {
+        "TTS_MODEL_PATH": delivery.model_path,
+        "TTS_MODEL_NAME": spec.model.name,
+        "TTS_PRECISION": spec.model.precision,
+        "TTS_DEVICE": spec.runtime.device,
+        "TTS_MAX_BATCH_SIZE": str(batching.max_batch_size),
+        "TTS_MAX_QUEUE_DELAY_MS": str(batching.max_queue_delay_ms),
+        "TTS_MAX_QUEUE_SIZE": str(batching.max_queue_size),
+        "TTS_REQUEST_TIMEOUT_S": str(batching.request_timeout_seconds),
+        "TTS_MAX_INPUT_CHARS": str(spec.runtime.max_input_chars),
+        "TTS_HOST": "0.0.0.0",
+        "TTS_PORT": str(RUNTIME_PORT),
+        "TTS_DRAIN_TIMEOUT_S": str(spec.runtime.drain_timeout_seconds),
+        "TTS_LOG_LEVEL": spec.runtime.log_level,
+    }
+    if spec.model.voices:
+        env["TTS_VOICES"] = json.dumps(spec.model.voices, sort_keys=True)
+    return env
+
+
+def build_configmap(
+    name: str, namespace: str, spec: TTSServiceSpec, delivery: ModelDelivery
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(name, namespace, configmap_name(name)),
+        "data": runtime_env(spec, delivery),
+    }

@@ -1,0 +1,186 @@
+"""Deployment NAME: the GPU runtime pods."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tts_operator.builders.common import (
+    CONFIG_HASH_ANNOTATION,
+    CONTAINER_NAME,
+    MODEL_MOUNT,
+    Manifest,
+    configmap_name,
+    labels,
+    metadata,
+    selector_labels,
+)
+from tts_operator.builders.model import VOLUME, ModelDelivery
+from tts_operator.models import RUNTIME_PORT, TTSServiceSpec
+
+RUN_AS_USER = 10001
+# Time after the drain window for uvicorn to close connections and the process to exit.
+GRACE_MARGIN_SECONDS = 15
+STARTUP_PROBE_PERIOD_SECONDS = 10
+
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _quantities(amounts: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in amounts.items() if v is not None}
+
+
+def resources(spec: TTSServiceSpec) -> Manifest:
+    res = spec.runtime.resources
+    requests = _quantities(res.requests.model_dump())
+    limits = _quantities(res.limits.model_dump())
+    gpu = spec.runtime.gpu
+    if gpu.count > 0:
+        # Extended resources: the request defaults to the limit.
+        limits[gpu.resource_name] = str(gpu.count)
+    out: Manifest = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def tolerations(spec: TTSServiceSpec) -> list[Manifest]:
+    """The user's tolerations, plus one for the GPU taint unless they already cover its key."""
+    user = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations]
+    gpu = spec.runtime.gpu
+    if gpu.count > 0 and not any(t.get("key") == gpu.resource_name for t in user):
+        user.insert(0, {"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
+    return user
+
+
+def probes(spec: TTSServiceSpec) -> Manifest:
+    def http(path: str, period: int, timeout: int, failures: int) -> Manifest:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period,
+            "timeoutSeconds": timeout,
+            "failureThreshold": failures,
+        }
+
+    startup_failures = math.ceil(
+        spec.runtime.startup_timeout_seconds / STARTUP_PROBE_PERIOD_SECONDS
+    )
+    return {
+        # Model loads (and fp16 conversion, CUDA init) can take minutes: liveness only
+        # starts once this succeeds, so a slow load is not mistaken for a hung pod.
+        "startupProbe": http("/healthz", STARTUP_PROBE_PERIOD_SECONDS, 5, startup_failures),
+        "readinessProbe": http("/readyz", 5, 3, 3),
+        "livenessProbe": http("/healthz", 10, 5, 3),
+    }
+
+
+def topology_spread(spec: TTSServiceSpec, name: str) -> list[Manifest]:
+    out = []
+    for constraint in spec.scheduling.topology_spread_constraints:
+        c = dict(constraint)
+        c.setdefault("labelSelector", {"matchLabels": selector_labels(name)})
+        out.append(c)
+    return out
+
+
+def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDelivery) -> Manifest:
+    container: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": configmap_name(name)}}],
+        "resources": resources(spec),
+        **probes(spec),
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "volumeMounts": [
+            {"name": VOLUME, "mountPath": MODEL_MOUNT, "readOnly": delivery.read_only},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if spec.runtime.image_pull_policy:
+        container["imagePullPolicy"] = spec.runtime.image_pull_policy
+    if spec.runtime.env:
+        container["env"] = [
+            e.model_dump(by_alias=True, exclude_none=True) for e in spec.runtime.env
+        ]
+
+    sched = spec.scheduling
+    pod: Manifest = {
+        "terminationGracePeriodSeconds": spec.runtime.drain_timeout_seconds + GRACE_MARGIN_SECONDS,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [delivery.volume, {"name": "tmp", "emptyDir": {}}],
+    }
+    if delivery.init_containers:
+        pod["initContainers"] = delivery.init_containers
+    optional: dict[str, Any] = {
+        "nodeSelector": sched.node_selector,
+        "tolerations": tolerations(spec),
+        "affinity": sched.affinity,
+        "priorityClassName": sched.priority_class_name,
+        "runtimeClassName": sched.runtime_class_name,
+        "topologySpreadConstraints": topology_spread(spec, name),
+    }
+    pod.update({k: v for k, v in optional.items() if v})
+    return pod
+
+
+def build_deployment(
+    name: str,
+    namespace: str,
+    spec: TTSServiceSpec,
+    image: str,
+    delivery: ModelDelivery,
+    config_hash: str,
+) -> Manifest:
+    deployment_spec: Manifest = {
+        "selector": {"matchLabels": selector_labels(name)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                "maxSurge": spec.rollout.max_surge,
+                "maxUnavailable": spec.rollout.max_unavailable,
+            },
+        },
+        "template": {
+            "metadata": {
+                "labels": labels(name),
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(RUNTIME_PORT),
+                    "prometheus.io/path": "/metrics",
+                    # The ConfigMap is not part of the template: its hash is, so a
+                    # settings change rolls the pods.
+                    CONFIG_HASH_ANNOTATION: config_hash,
+                },
+            },
+            "spec": pod_spec(name, spec, image, delivery),
+        },
+    }
+    if not spec.autoscaling.enabled:
+        # With autoscaling on, replicas is left out entirely: the HPA owns it (and with
+        # server-side apply, leaving it out is what releases our ownership of the field).
+        deployment_spec = {"replicas": spec.effective_replicas, **deployment_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(name, namespace),
+        "spec": deployment_spec,
+    }
