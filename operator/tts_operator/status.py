@@ -1,0 +1,265 @@
+"""TTSService status as a pure function of its children (and of problems the reconcile saw).
+
+Conditions follow Kubernetes conventions: Ready, Progressing and Degraded, each with a
+reason a person can act on; lastTransitionTime only moves when a condition's status does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tts_operator.builders.common import selector_string
+from tts_operator.builders.model import FETCH_CONTAINER
+from tts_operator.builders.service import endpoint
+from tts_operator.models import Condition, TTSServiceSpec, TTSServiceStatus
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+_BAD_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the service cannot work as specified (a condition reason and a message)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw of one TTSService's children."""
+
+    deployment: dict[str, Any] | None
+    pods: list[dict[str, Any]]
+    problem: Problem | None = None
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _get(obj: dict[str, Any] | None, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return default
+        obj = obj[key]
+    return obj
+
+
+def _deployment_condition(dep: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
+    for cond in _get(dep, "status", "conditions", default=[]) or []:
+        if cond.get("type") == ctype:
+            return dict(cond)
+    return {}
+
+
+def pod_problem(pods: list[dict[str, Any]], gpu_resource: str) -> Problem | None:
+    """The most actionable problem among the pods: GPUs the scheduler cannot find first."""
+    unschedulable: list[str] = []
+    waiting: Counter[str] = Counter()
+    fetch_failures = 0
+    for pod in pods:
+        if _get(pod, "metadata", "deletionTimestamp"):
+            continue
+        for cond in _get(pod, "status", "conditions", default=[]) or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                unschedulable.append(str(cond.get("message", "")))
+        for cs in _get(pod, "status", "initContainerStatuses", default=[]) or []:
+            state = cs.get("state", {})
+            failed = (
+                _get(state, "terminated", "exitCode", default=0) != 0
+                or _get(state, "waiting", "reason") in _BAD_WAITING
+            )
+            if cs.get("name") == FETCH_CONTAINER and failed:
+                fetch_failures += 1
+        for cs in _get(pod, "status", "containerStatuses", default=[]) or []:
+            reason = _get(cs, "state", "waiting", "reason")
+            if reason in _BAD_WAITING:
+                waiting[str(reason)] += 1
+    gpu_short = [m for m in unschedulable if f"Insufficient {gpu_resource}" in m]
+    if gpu_short:
+        return Problem(
+            "InsufficientGPU",
+            f"{len(gpu_short)} pod(s) cannot be scheduled: no node has a free {gpu_resource} "
+            f"(scheduler: {gpu_short[0]})",
+        )
+    if unschedulable:
+        return Problem(
+            "Unschedulable",
+            f"{len(unschedulable)} pod(s) cannot be scheduled (scheduler: {unschedulable[0]})",
+        )
+    if fetch_failures:
+        return Problem(
+            "ModelDownloadFailed",
+            f"{fetch_failures} pod(s) failed to download the model (see the {FETCH_CONTAINER} "
+            "init container's logs)",
+        )
+    if waiting:
+        reason, count = waiting.most_common(1)[0]
+        return Problem(reason, f"{count} pod(s) in {reason}")
+    return None
+
+
+def _condition(
+    ctype: str, ok: bool, reason: str, message: str, generation: int | None
+) -> Condition:
+    return Condition(
+        type=ctype,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+    )
+
+
+def _conditions(
+    spec: TTSServiceSpec, generation: int | None, observed: Observed
+) -> list[Condition]:
+    dep = observed.deployment
+    problem = observed.problem or pod_problem(observed.pods, spec.runtime.gpu.resource_name)
+    ready_pods = int(_get(dep, "status", "readyReplicas", default=0) or 0)
+    desired = int(_get(dep, "spec", "replicas", default=spec.effective_replicas) or 0)
+    updated = int(_get(dep, "status", "updatedReplicas", default=0) or 0)
+    total = int(_get(dep, "status", "replicas", default=0) or 0)
+    available = _deployment_condition(dep, "Available").get("status") == "True"
+    progress = _deployment_condition(dep, "Progressing")
+    dep_current = _get(dep, "status", "observedGeneration", default=0) >= _get(
+        dep, "metadata", "generation", default=0
+    )
+
+    if dep is None:
+        why, detail = (
+            (problem.reason, problem.message)
+            if problem
+            else ("DeploymentMissing", "the Deployment is not there yet")
+        )
+        ready = _condition(READY, False, why, detail, generation)
+    elif desired == 0:
+        ready = _condition(READY, False, "ScaledToZero", "replicas is 0", generation)
+    elif ready_pods > 0 and available:
+        ready = _condition(
+            READY,
+            True,
+            "MinimumReplicasAvailable",
+            f"{ready_pods}/{desired} pods ready",
+            generation,
+        )
+    else:
+        why = problem.reason if problem else "PodsNotReady"
+        ready = _condition(READY, False, why, f"{ready_pods}/{desired} pods ready", generation)
+
+    rolling = dep is not None and (
+        not dep_current or updated < desired or total > updated or ready_pods < desired
+    )
+    if dep is None:
+        progressing = _condition(PROGRESSING, True, "Creating", "creating the children", generation)
+    elif progress.get("reason") == "ProgressDeadlineExceeded":
+        progressing = _condition(
+            PROGRESSING,
+            False,
+            "ProgressDeadlineExceeded",
+            str(progress.get("message", "")),
+            generation,
+        )
+    elif rolling:
+        progressing = _condition(
+            PROGRESSING,
+            True,
+            "RollingOut",
+            f"{updated}/{desired} pods updated, {ready_pods} ready, {total} total",
+            generation,
+        )
+    else:
+        progressing = _condition(
+            PROGRESSING, False, "Complete", "all pods updated and ready", generation
+        )
+
+    if problem is None and progress.get("reason") == "ProgressDeadlineExceeded":
+        problem = Problem("ProgressDeadlineExceeded", str(progress.get("message", "")))
+    if problem:
+        degraded = _condition(DEGRADED, True, problem.reason, problem.message, generation)
+    else:
+        degraded = _condition(DEGRADED, False, "AsExpected", "no problems seen", generation)
+    return [ready, progressing, degraded]
+
+
+def _keep_transition_times(
+    conditions: list[Condition], previous: list[dict[str, Any]], now: str
+) -> list[Condition]:
+    before = {c.get("type"): c for c in previous}
+    out = []
+    for cond in conditions:
+        old = before.get(cond.type, {})
+        same = old.get("status") == cond.status and old.get("lastTransitionTime")
+        out.append(
+            cond.model_copy(
+                update={"last_transition_time": old["lastTransitionTime"] if same else now}
+            )
+        )
+    return out
+
+
+def compute_status(
+    name: str,
+    namespace: str,
+    generation: int | None,
+    spec: TTSServiceSpec,
+    observed: Observed,
+    previous: dict[str, Any] | None = None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """The status subresource (camelCase) for one TTSService."""
+    dep = observed.deployment
+    conditions = _keep_transition_times(
+        _conditions(spec, generation, observed),
+        list((previous or {}).get("conditions", []) or []),
+        now or now_rfc3339(),
+    )
+    status = TTSServiceStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        replicas=int(_get(dep, "status", "replicas", default=0) or 0),
+        ready_replicas=int(_get(dep, "status", "readyReplicas", default=0) or 0),
+        updated_replicas=int(_get(dep, "status", "updatedReplicas", default=0) or 0),
+        endpoint=endpoint(name, namespace, spec),
+        selector=selector_string(name),
+    )
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def degraded_status(
+    name: str,
+    generation: int | None,
+    problem: Problem,
+    previous: dict[str, Any] | None = None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """Status for a spec that could not even be parsed: only the conditions say why."""
+    conditions = _keep_transition_times(
+        [
+            _condition(READY, False, problem.reason, problem.message, generation),
+            _condition(PROGRESSING, False, problem.reason, problem.message, generation),
+            _condition(DEGRADED, True, problem.reason, problem.message, generation),
+        ],
+        list((previous or {}).get("conditions", []) or []),
+        now or now_rfc3339(),
+    )
+    status = {k: v for k, v in (previous or {}).items() if k not in ("conditions", "kopf")}
+    status["observedGeneration"] = generation
+    status["conditions"] = [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]
+    status.setdefault("selector", selector_string(name))
+    return status
