@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import onnx
 from onnx import TensorProto
 from onnxconverter_common import float16
+
+from tts_runtime.graph import isolate_consumed_outputs, type_untyped_outputs
 
 # RandomNormalLike is not in onnxconverter-common's default block list, but its fp16
 # output would be wrong-typed for the noise it scales: keep it (and its casts) in fp32.
@@ -18,9 +21,14 @@ def convert_model_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     source = onnx.ModelProto()
     source.CopyFrom(model)  # the converter edits its argument in place
     name_unnamed_nodes(source)
-    converted: onnx.ModelProto = float16.convert_float_to_float16(
-        source, keep_io_types=True, op_block_list=OP_BLOCK_LIST
-    )
+    type_untyped_outputs(source)  # e.g. durations exposed by piper's alignment patch
+    isolate_consumed_outputs(source)
+    with warnings.catch_warnings():
+        # One warning per tiny weight flushed to fp16's range: noise, not news.
+        warnings.filterwarnings("ignore", message=".*will be truncated to", category=UserWarning)
+        converted: onnx.ModelProto = float16.convert_float_to_float16(
+            source, keep_io_types=True, op_block_list=OP_BLOCK_LIST
+        )
     fix_float_casts(converted)
     return converted
 

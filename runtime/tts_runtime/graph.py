@@ -68,6 +68,47 @@ def expose_durations(model: onnx.ModelProto) -> str:
     A model already patched by piper's alignment script keeps its output as is."""
     name = find_durations_tensor(model)
     if not any(output.name == name for output in model.graph.output):
-        # Type left open, as piper's patch does: onnxruntime infers it.
         model.graph.output.append(onnx.ValueInfoProto(name=name))
+    type_untyped_outputs(model)
     return name
+
+
+def type_untyped_outputs(model: onnx.ModelProto) -> None:
+    """Give graph outputs added without a type (as piper's patch adds them) their type.
+
+    onnxruntime copes with an untyped output, but the fp16 converter does not: with
+    keep_io_types it casts the untyped output the wrong way and onnxruntime then refuses
+    the model. Shape inference finds the type; if it cannot, the output stays untyped."""
+    untyped = [o for o in model.graph.output if not o.type.tensor_type.elem_type]
+    if not untyped:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is best effort; an untyped output still runs in fp32
+        return
+    known = {info.name: info for info in inferred.graph.value_info}
+    for output in untyped:
+        if output.name in known:
+            output.CopyFrom(known[output.name])
+
+
+def isolate_consumed_outputs(model: onnx.ModelProto) -> int:
+    """Route graph outputs that other nodes also read through an Identity (in place).
+
+    With keep_io_types the fp16 converter renames an output's producer to feed a Cast to
+    float32, but nodes that read the output inside the graph then get that float32 copy
+    where they expect float16, and onnxruntime refuses the model. This is exactly the
+    durations output (VITS reads w_ceil again for the lengths and the path), so give the
+    graph its own Identity to produce each such output. Output names do not change.
+    Returns how many outputs were rerouted."""
+    outputs = {o.name for o in model.graph.output}
+    consumed = {name for node in model.graph.node for name in node.input} & outputs
+    for name in sorted(consumed):
+        internal = f"{name}__internal"
+        for node in model.graph.node:
+            node.output[:] = [internal if out == name else out for out in node.output]
+            node.input[:] = [internal if inp == name else inp for inp in node.input]
+        model.graph.node.append(
+            onnx.helper.make_node("Identity", [internal], [name], name=f"{name}__output")
+        )
+    return len(consumed)

@@ -15,6 +15,7 @@ from tts_runtime.fp16 import (
     fix_float_casts,
     name_unnamed_nodes,
 )
+from tts_runtime.graph import expose_durations
 
 IDS = np.array([[1, 0, 20, 0, 21, 0, 22, 0, 23, 0, 24, 0, 2]], dtype=np.int64)
 QUIET = np.array([0.0, 1.0, 0.0], dtype=np.float32)
@@ -112,3 +113,20 @@ def test_convert_file_to_file(small_model_dir: Path, tmp_path: Path, fp32: onnx.
     np.testing.assert_allclose(
         synthesize(cpu_session(dst)), synthesize(cpu_session(fp32)), atol=FP16_ATOL
     )
+
+
+def test_model_with_durations_already_exposed_converts(fp32: onnx.ModelProto) -> None:
+    """Piper's alignment patch adds w_ceil as an untyped output that VITS also reads inside
+    the graph; the plain converter breaks such a model, ours keeps it loadable."""
+    patched = onnx.ModelProto()
+    patched.CopyFrom(fp32)
+    durations = expose_durations(patched)
+    del patched.graph.output[1:]
+    patched.graph.output.append(onnx.ValueInfoProto(name=durations))  # as piper adds it
+    half = convert_model_to_fp16(patched)
+    assert [o.type.tensor_type.elem_type for o in half.graph.output] == [TensorProto.FLOAT] * 2
+    session = cpu_session(half)
+    feeds = {"input": IDS, "input_lengths": np.array([IDS.shape[1]]), "scales": QUIET}
+    audio, frames = session.run(["output", durations], feeds)
+    reference = synthesize(cpu_session(fp32))
+    assert int(frames.sum()) * 256 == audio.shape[3] == reference.shape[3]

@@ -2,10 +2,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper
-from tts_runtime.graph import DurationsNotFoundError, expose_durations, find_durations_tensor
+from tts_runtime.graph import (
+    DurationsNotFoundError,
+    expose_durations,
+    find_durations_tensor,
+    isolate_consumed_outputs,
+)
 
 
 @pytest.fixture
@@ -46,3 +53,24 @@ def test_no_ceil(model: onnx.ModelProto) -> None:
     del model.graph.node[:]
     with pytest.raises(DurationsNotFoundError, match="no Ceil"):
         find_durations_tensor(model)
+
+
+def test_exposed_durations_output_gets_a_type(model: onnx.ModelProto) -> None:
+    name = expose_durations(model)
+    [output] = [o for o in model.graph.output if o.name == name]
+    assert output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_isolating_consumed_outputs_keeps_names_and_results(model: onnx.ModelProto) -> None:
+    name = expose_durations(model)
+    assert isolate_consumed_outputs(model) == 1
+    assert isolate_consumed_outputs(model) == 0  # nothing left to isolate
+    assert [o.name for o in model.graph.output] == ["output", name]
+    assert not any(name in node.input for node in model.graph.node)
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([[1, 0, 20, 0, 2]], dtype=np.int64)
+    feeds = {"input": ids, "input_lengths": np.array([5]), "scales": np.zeros(3, np.float32)}
+    feeds["scales"][1] = 1.0
+    audio, frames = session.run(["output", name], feeds)
+    assert int(frames.sum()) * 256 == audio.shape[3]
