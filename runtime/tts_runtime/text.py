@@ -60,7 +60,8 @@ class TextFrontEnd:
 
     def __init__(self, config: VoiceConfig, config_path: Path | None = None) -> None:
         self._id_map = config.phoneme_id_map
-        self._phonemize = _make_phonemizer(config, config_path or Path("model.onnx.json"))
+        source = config_path or config.source or Path("model.onnx.json")
+        self._phonemize = _make_phonemizer(config, source)
 
     def phonemes(self, text: str) -> list[str]:
         return self._phonemize(text)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tts_runtime.engine_types import SynthesisScales
 from tts_runtime.errors import ModelLoadError
@@ -40,6 +40,12 @@ class VoiceConfig(BaseModel):
     noise_w: float = Field(default=0.8, ge=0)
     hop_length: int = Field(default=DEFAULT_HOP_LENGTH, gt=0)
     vowel_clusters: list[list[str]] = Field(default_factory=list)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this config was loaded from, for error messages."""
+        return self._source
 
     @model_validator(mode="before")
     @classmethod
@@ -137,9 +143,11 @@ def load_voice_config(path: Path) -> VoiceConfig:
     if not isinstance(data, dict):
         raise ModelLoadError(path, "voice config must be a JSON object")
     try:
-        return VoiceConfig.model_validate(data)
+        config = VoiceConfig.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
         )
         raise ModelLoadError(path, f"invalid voice config: {problems}") from error
+    config._source = path
+    return config

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sys
+from pathlib import Path
 
 import pytest
 from tts_runtime.errors import ModelLoadError
 from tts_runtime.testmodel import make_voice_config, phoneme_id_map
 from tts_runtime.text import TextFrontEnd, split_sentences
-from tts_runtime.voice import VoiceConfig
+from tts_runtime.voice import VoiceConfig, load_voice_config
 
 IDS = phoneme_id_map()
 
@@ -42,10 +44,13 @@ def test_multi_id_phonemes_keep_all_their_ids() -> None:
     assert TextFrontEnd(config).phoneme_ids("a") == (1, 0, 3, 4, 0, 2)
 
 
-def test_pinyin_voices_are_refused_at_load() -> None:
+def test_pinyin_voices_are_refused_at_load_naming_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "zh.onnx.json"
     config = make_voice_config().model_copy(update={"phoneme_type": "pinyin"})
-    with pytest.raises(ModelLoadError, match="pinyin"):
-        TextFrontEnd(config)
+    path.write_text(json.dumps(config.to_piper_json()))
+    with pytest.raises(ModelLoadError, match="pinyin") as caught:
+        TextFrontEnd(load_voice_config(path))
+    assert caught.value.path == path
 
 
 def test_espeak_without_piper_is_a_clear_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
