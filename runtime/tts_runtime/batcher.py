@@ -83,11 +83,16 @@ class Job:
     enqueued_at: float
     deadline: float
     future: asyncio.Future[Audio]
+    after: Job | None = None  # a streamed segment waits until the one before it has started
     state: _State = _State.QUEUED
 
     @property
     def length(self) -> int:
         return len(self.item.phoneme_ids)
+
+    @property
+    def eligible(self) -> bool:
+        return self.after is None or self.after.state is not _State.QUEUED
 
 
 @dataclass
@@ -210,9 +215,18 @@ class Batcher:
             self._wake.set()
 
     def submit(
-        self, items: Sequence[SynthesisItem], scales: SynthesisScales, timeout_s: float
+        self,
+        items: Sequence[SynthesisItem],
+        scales: SynthesisScales,
+        timeout_s: float,
+        *,
+        in_order: bool = False,
     ) -> list[Job]:
-        """Queue all segments of one request, or none (QueueFullError)."""
+        """Queue all segments of one request, or none (QueueFullError).
+
+        in_order (streaming): each segment becomes eligible only once the one before
+        it has started, so the first segment is never held back in a batch with the
+        rest of its own text and time to first audio does not grow with the text."""
         if self._stopping or self._scheduler is None:
             raise BatcherStoppedError("the batcher is not running")
         if len(items) > self._max_queue_size:
@@ -224,7 +238,10 @@ class Batcher:
             raise QueueFullError(len(self._queue), self._max_queue_size, self._retry_after_s())
         now = time.monotonic()
         loop = asyncio.get_running_loop()
-        jobs = [Job(item, scales, now, now + timeout_s, loop.create_future()) for item in items]
+        jobs: list[Job] = []
+        for item in items:
+            after = jobs[-1] if in_order and jobs else None
+            jobs.append(Job(item, scales, now, now + timeout_s, loop.create_future(), after))
         self._queue.extend(jobs)
         self._update_depth()
         self._wake.set()
@@ -266,12 +283,13 @@ class Batcher:
     async def _next_batch(self) -> list[Job]:
         while True:
             self._expire_overdue()
-            if not self._queue:
+            eligible = [job for job in self._queue if job.eligible]
+            if not eligible:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            head = self._queue[0]
-            compatible = [job for job in self._queue if job.scales == head.scales]
+            head = eligible[0]
+            compatible = [job for job in eligible if job.scales == head.scales]
             hold_until = head.enqueued_at + self._max_queue_delay_s
             now = time.monotonic()
             if len(compatible) >= self._max_batch_size or self._preparing == 0 or now >= hold_until:

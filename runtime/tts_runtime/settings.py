@@ -92,11 +92,11 @@ class RuntimeSettings(BaseSettings):
         return 16 * 1024 + 12 * self.max_input_chars
 
 
-def load_settings() -> RuntimeSettings:
-    """Read and validate the settings from the environment; raise SettingsError with
-    one line per problem."""
+def load_settings(**overrides: object) -> RuntimeSettings:
+    """Read and validate the settings from the environment (command-line `overrides`
+    win); raise SettingsError with one line per problem."""
     try:
-        return RuntimeSettings()  # type: ignore[call-arg]  # model_path comes from the env
+        return RuntimeSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     except PydanticSettingsError as exc:  # e.g. TTS_VOICES is not valid JSON

@@ -11,7 +11,6 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
-
 from tts_runtime.batcher import (
     Batcher,
     BatcherStoppedError,
@@ -143,6 +142,26 @@ def test_batches_group_similar_lengths_and_bound_padding() -> None:
         ran = sorted(sorted(len(ids) for ids in batch) for batch in engine.batches[1:])
         assert ran == [[10, 11, 12], [95, 98, 100]]
         assert all(padding_ratio([len(i) for i in b]) <= 0.5 for b in engine.batches)
+        await batcher.stop()
+
+    run(body)
+
+
+def test_in_order_segments_start_one_batch_after_another() -> None:
+    """Streaming: the first segment is not held back in a batch with its own text's
+    later segments, whatever the text length; other requests still share batches."""
+
+    async def body() -> None:
+        engine = RecordingEngine()
+        batcher = await started(engine)
+        blocker = await hold_worker(batcher, engine)
+        stream = batcher.submit([item(1), item(2), item(3)], SCALES, 30, in_order=True)
+        other = batcher.submit([item(9)], SCALES, timeout_s=30)
+        engine.gate.set()
+        for job in stream + other:
+            await batcher.result(job)
+        await blocker
+        assert engine.batches[1:] == [[(1,), (9,)], [(2,)], [(3,)]]
         await batcher.stop()
 
     run(body)

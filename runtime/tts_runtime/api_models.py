@@ -1,0 +1,113 @@
+"""Request/response shapes of the OpenAI-compatible API, and its JSON errors.
+
+Every refusal is an `ApiError`, rendered as OpenAI renders errors:
+{"error": {"message", "type", "param", "code"}}, with a message saying what to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
+
+
+class VoiceRef(BaseModel):
+    """The object form of `voice` the OpenAI API also takes: {"id": "..."}."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+
+
+class SpeechRequest(BaseModel):
+    """POST /v1/audio/speech body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="tts-1, tts-1-hd or the served model id")
+    input: str = Field(description="The text to speak.")
+    voice: str | VoiceRef = Field(description="A voice from GET /v1/audio/voices.")
+    response_format: str = Field("wav", description="wav, pcm, flac, mp3 or opus")
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
+    stream: bool = Field(False, description="Send each sentence as soon as it is ready.")
+    # Sent by newer OpenAI clients; accepted so they work, without effect on this model.
+    instructions: str | None = None
+    stream_format: Literal["audio"] | None = None
+
+    @property
+    def voice_name(self) -> str:
+        return self.voice if isinstance(self.voice, str) else self.voice.id
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "tts-operator"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class VoiceCard(BaseModel):
+    id: str
+    name: str
+    speaker_id: int
+
+
+class VoiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VoiceCard]
+
+
+class ApiError(Exception):
+    """An HTTP error with an OpenAI-style body."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid_field(exc: ValidationError) -> ApiError:
+    """A 400 naming the first bad field and what it must be."""
+    first = exc.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    param = location[0] if location else None
+    where = ".".join(location) or "body"
+    if first["type"] == "extra_forbidden":
+        message = (
+            f"unknown field {where!r}; allowed: model, input, voice, response_format, speed, stream"
+        )
+    elif first["type"] == "missing":
+        message = f"missing required field {where!r}"
+    else:
+        message = f"invalid {where!r}: {first['msg']}"
+    return ApiError(400, message, param=param, code="invalid_value")

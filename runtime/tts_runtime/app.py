@@ -1,0 +1,543 @@
+"""The FastAPI app: OpenAI-compatible speech API over the dynamic batcher.
+
+The event loop only routes: the text front end and audio encoding run in the
+threadpool, inference in the batcher's single worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tts_runtime import audio
+from tts_runtime.api_models import (
+    ApiError,
+    ModelCard,
+    ModelList,
+    SpeechRequest,
+    VoiceCard,
+    VoiceList,
+    invalid_field,
+)
+from tts_runtime.batcher import (
+    Batcher,
+    BatcherStoppedError,
+    DeadlineExceededError,
+    Job,
+    QueueFullError,
+    SynthesisFailedError,
+    TooManySegmentsError,
+)
+from tts_runtime.engine_types import Audio, SynthesisEngine, SynthesisItem, SynthesisScales
+from tts_runtime.metrics import RuntimeMetrics
+from tts_runtime.settings import RuntimeSettings
+from tts_runtime.text import TextFrontEnd, split_sentences
+from tts_runtime.voice import VoiceConfig
+
+log = logging.getLogger(__name__)
+
+OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd")
+WARM_UP_TEXT = "Warm up."
+
+
+class ServedEngine(SynthesisEngine, Protocol):
+    """What the app needs of a loaded model (tts_runtime.engine.OnnxEngine)."""
+
+    @property
+    def config(self) -> VoiceConfig: ...
+
+    @property
+    def fallback_reason(self) -> str | None: ...
+
+
+class StartupError(Exception):
+    """The settings and the model do not fit together (e.g. a voice's speaker id)."""
+
+
+def voice_map(settings: RuntimeSettings, config: VoiceConfig) -> dict[str, int]:
+    """Served voice name -> speaker id; TTS_VOICES, else the voice's own map."""
+    voices = settings.voices or dict(config.speaker_id_map) or {"default": 0}
+    bad = {name: sid for name, sid in voices.items() if not 0 <= sid < config.num_speakers}
+    if bad:
+        raise StartupError(
+            f"TTS_VOICES: speaker ids {bad} do not exist; the model has "
+            f"{config.num_speakers} speaker(s) (ids 0..{config.num_speakers - 1})"
+        )
+    return voices
+
+
+@dataclass
+class _InFlight:
+    """Counts accepted requests until their last byte is sent, for the drain."""
+
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> Callable[[], None]:
+        self.count += 1
+        self.idle.clear()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.count -= 1
+            if self.count == 0:
+                self.idle.set()
+
+        return release
+
+
+class Runtime:
+    """The state behind one app: model, batcher, readiness and drain."""
+
+    def __init__(self, settings: RuntimeSettings, engine: ServedEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.config = engine.config
+        self.voices = voice_map(settings, engine.config)
+        self.model_ids = tuple(dict.fromkeys((settings.model_name, *OPENAI_MODEL_ALIASES)))
+        self.formats = audio.available_formats()
+        self.front_end = TextFrontEnd(engine.config)
+        self.empty_ids = self.front_end.phoneme_ids("")
+        self.metrics = RuntimeMetrics(max_batch_size=settings.max_batch_size)
+        self.metrics.set_model(settings.model_name, engine.provider, engine.precision)
+        self.batcher = Batcher(
+            engine,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_s=settings.max_queue_delay_s,
+            max_queue_size=settings.max_queue_size,
+            metrics=self.metrics,
+        )
+        self.warmed_up = False
+        self.warm_up_error: str | None = None
+        self.draining = False
+        self._in_flight: _InFlight | None = None
+        self._warm_up_task: asyncio.Task[None] | None = None
+
+    @property
+    def in_flight(self) -> _InFlight:
+        if self._in_flight is None:  # created on the loop that serves
+            self._in_flight = _InFlight()
+        return self._in_flight
+
+    @property
+    def ready(self) -> bool:
+        return self.warmed_up and not self.draining
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        self._warm_up_task = asyncio.create_task(self._warm_up(), name="tts-warm-up")
+
+    async def stop(self) -> None:
+        if self._warm_up_task is not None and not self._warm_up_task.done():
+            self._warm_up_task.cancel()
+        await self.batcher.stop()
+
+    async def _warm_up(self) -> None:
+        """One real batch through the whole path before /readyz says yes."""
+        try:
+            ids = self.front_end.phoneme_ids(WARM_UP_TEXT)
+            jobs = self.batcher.submit(
+                [SynthesisItem(ids)], self.config.default_scales(), timeout_s=600
+            )
+            await self.batcher.result(jobs[0])
+            self.warmed_up = True
+            log.info(
+                "warm-up batch done; ready on %s (%s)", self.engine.provider, self.engine.precision
+            )
+        except Exception as exc:
+            self.warm_up_error = f"warm-up batch failed: {exc}"
+            log.error("%s", self.warm_up_error)
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            log.info("draining: readiness off, refusing new requests")
+        self.draining = True
+
+    async def wait_drained(self, timeout_s: float) -> bool:
+        """True when every accepted request finished within the timeout."""
+        try:
+            await asyncio.wait_for(self.in_flight.idle.wait(), timeout=timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "warmed_up": self.warmed_up,
+            "draining": self.draining,
+            "warm_up_error": self.warm_up_error,
+            "model": self.settings.model_name,
+            "provider": self.engine.provider,
+            "precision": self.engine.precision,
+            "fallback_reason": self.engine.fallback_reason,
+            "sample_rate": self.engine.sample_rate,
+            "queue_depth": self.batcher.queue_depth,
+            "in_flight": self.in_flight.count,
+        }
+
+
+# -- request handling --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated speech request, ready for the batcher."""
+
+    items: list[SynthesisItem]
+    scales: SynthesisScales
+    response_format: audio.ResponseFormat
+    stream: bool
+
+
+def _check_request(runtime: Runtime, request: SpeechRequest) -> tuple[int, audio.ResponseFormat]:
+    """Semantic checks; returns (speaker id, format)."""
+    settings = runtime.settings
+    if request.model not in runtime.model_ids:
+        raise ApiError(
+            404,
+            f"model {request.model!r} is not served here; use one of {list(runtime.model_ids)}",
+            param="model",
+            code="model_not_found",
+        )
+    speaker_id = runtime.voices.get(request.voice_name)
+    if speaker_id is None:
+        raise ApiError(
+            400,
+            f"unknown voice {request.voice_name!r}; available voices: {sorted(runtime.voices)} "
+            "(see GET /v1/audio/voices)",
+            param="voice",
+            code="invalid_value",
+        )
+    fmt = request.response_format
+    if fmt not in runtime.formats:
+        raise ApiError(
+            400,
+            f"response_format {fmt!r} is not supported; use one of {list(runtime.formats)}",
+            param="response_format",
+            code="invalid_value",
+        )
+    if request.stream and fmt not in audio.STREAMABLE_FORMATS:
+        raise ApiError(
+            400,
+            f"stream: true sends audio as it is made, which works for "
+            f"{list(audio.STREAMABLE_FORMATS)}; use one of those or stream: false",
+            param="response_format",
+            code="invalid_value",
+        )
+    if not request.input.strip():
+        raise ApiError(400, "input is empty; send the text to speak", param="input")
+    if len(request.input) > settings.max_input_chars:
+        raise ApiError(
+            400,
+            f"input has {len(request.input)} characters, more than the limit of "
+            f"{settings.max_input_chars}; split it into several requests",
+            param="input",
+            code="string_above_max_length",
+        )
+    return speaker_id, fmt  # type: ignore[return-value]  # checked against runtime.formats
+
+
+def _segment_ids(runtime: Runtime, text: str, speaker_id: int) -> list[SynthesisItem]:
+    """Text -> one item per sentence (runs in the threadpool: espeak is CPU work)."""
+    items = []
+    for segment in split_sentences(text, runtime.settings.max_segment_chars):
+        ids = runtime.front_end.phoneme_ids(segment)
+        if ids != runtime.empty_ids:
+            items.append(SynthesisItem(ids, speaker_id))
+    return items
+
+
+async def _plan(runtime: Runtime, request: SpeechRequest) -> _Plan:
+    speaker_id, fmt = _check_request(runtime, request)
+    with runtime.batcher.preparing():
+        items = await run_in_threadpool(_segment_ids, runtime, request.input, speaker_id)
+    if not items:
+        raise ApiError(
+            400,
+            "input has nothing this voice can speak (no known symbols); send words in the "
+            "voice's language",
+            param="input",
+        )
+    defaults = runtime.config.default_scales()
+    scales = SynthesisScales(
+        noise_scale=defaults.noise_scale,
+        length_scale=defaults.length_scale / request.speed,
+        noise_w=defaults.noise_w,
+    )
+    return _Plan(items, scales, fmt, request.stream)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"request body is larger than {limit} bytes; send shorter input",
+        code="request_too_large",
+    )
+
+
+async def _parse(request: Request, runtime: Runtime) -> SpeechRequest:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {content_type or 'none'!r}",
+            code="unsupported_media_type",
+        )
+    body = await _read_body(request, runtime.settings.max_body_bytes)
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object", code="invalid_json")
+    try:
+        return SpeechRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_field(exc) from None
+
+
+def _batcher_error(exc: Exception) -> ApiError:
+    if isinstance(exc, QueueFullError):
+        return ApiError(
+            429,
+            str(exc),
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    if isinstance(exc, TooManySegmentsError):
+        return ApiError(400, str(exc), param="input", code="too_many_segments")
+    if isinstance(exc, DeadlineExceededError):
+        return ApiError(
+            504,
+            "the request waited in the queue past its timeout and was not run; the server "
+            "is overloaded, retry later or on another replica",
+            type="server_error",
+            code="timeout",
+        )
+    if isinstance(exc, BatcherStoppedError):
+        return _draining_error()
+    return ApiError(500, str(exc), type="server_error", code="synthesis_failed")
+
+
+def _draining_error() -> ApiError:
+    return ApiError(
+        503,
+        "the server is shutting down; retry (another replica will answer)",
+        type="server_error",
+        code="draining",
+        headers={"Retry-After": "1"},
+    )
+
+
+_STATUS_LABELS = {429: "queue_full", 504: "timeout", 503: "draining"}
+
+
+def _status_label(code: int) -> str:
+    if code < 400:
+        return "ok"
+    return _STATUS_LABELS.get(code, "bad_request" if code < 500 else "error")
+
+
+async def _speech(request: Request, runtime: Runtime) -> Response:
+    if runtime.draining:
+        raise _draining_error()
+    release = runtime.in_flight.enter()
+    handed_to_stream = False
+    try:
+        plan = await _plan(runtime, await _parse(request, runtime))
+        try:
+            jobs = runtime.batcher.submit(
+                plan.items,
+                plan.scales,
+                timeout_s=runtime.settings.request_timeout_s,
+                in_order=plan.stream,
+            )
+        except Exception as exc:
+            raise _batcher_error(exc) from None
+        if not plan.stream:
+            return await _whole(runtime, plan, jobs)
+        response = await _stream(runtime, plan, jobs, release)
+        handed_to_stream = True  # the stream releases when its last byte is sent
+        return response
+    finally:
+        if not handed_to_stream:
+            release()
+
+
+async def _await_all(runtime: Runtime, jobs: list[Job]) -> list[Audio]:
+    audios = []
+    try:
+        for job in jobs:
+            audios.append(await runtime.batcher.result(job))
+    except (DeadlineExceededError, SynthesisFailedError, BatcherStoppedError) as exc:
+        runtime.batcher.abandon(jobs)
+        raise _batcher_error(exc) from None
+    return audios
+
+
+async def _whole(runtime: Runtime, plan: _Plan, jobs: list[Job]) -> Response:
+    audios = await _await_all(runtime, jobs)
+    joined = np.concatenate(audios) if len(audios) > 1 else audios[0]
+    body = await run_in_threadpool(
+        audio.encode, joined, runtime.engine.sample_rate, plan.response_format
+    )
+    return Response(body, media_type=audio.MEDIA_TYPES[plan.response_format])
+
+
+async def _stream(
+    runtime: Runtime, plan: _Plan, jobs: list[Job], release: Callable[[], None]
+) -> Response:
+    """First segment awaited before the headers go out, so its errors still get a
+    proper status; then each later segment is sent as soon as it is ready."""
+    first = await _await_all(runtime, jobs[:1])
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            if plan.response_format == "wav":
+                yield audio.wav_stream_header(runtime.engine.sample_rate)
+            yield await run_in_threadpool(audio.to_pcm16, first[0])
+            for job in jobs[1:]:
+                try:
+                    segment = await runtime.batcher.result(job)
+                except Exception as exc:  # headers are gone: end the stream short
+                    log.warning("stream cut short: %s", exc)
+                    status = _batcher_error(exc).status_code
+                    runtime.metrics.requests.labels(status=_status_label(status)).inc()
+                    return
+                yield await run_in_threadpool(audio.to_pcm16, segment)
+            runtime.metrics.requests.labels(status="ok").inc()
+        finally:
+            runtime.batcher.abandon(jobs)
+            release()
+
+    return StreamingResponse(
+        chunks(),
+        media_type=audio.MEDIA_TYPES[plan.response_format],
+        background=BackgroundTask(release),
+    )
+
+
+# -- the app -----------------------------------------------------------------------
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+
+
+def create_app(settings: RuntimeSettings, engine: ServedEngine) -> FastAPI:
+    """The app for one loaded model. Lifespan starts the batcher and the warm-up."""
+    runtime = Runtime(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="tts-runtime", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found" if exc.status_code == 404 else "invalid_request"
+        return _error_response(ApiError(exc.status_code, str(exc.detail), code=kind))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _error_response(
+            ApiError(500, f"internal error: {exc}", type="server_error", code="internal_error")
+        )
+
+    @app.post(
+        "/v1/audio/speech",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": SpeechRequest.model_json_schema()}},
+            }
+        },
+        response_class=Response,
+    )
+    async def speech(request: Request) -> Response:
+        """Text in, audio out (OpenAI's audio.speech.create)."""
+        started = time.monotonic()
+        try:
+            response = await _speech(request, runtime)
+        except ApiError as exc:
+            runtime.metrics.requests.labels(status=_status_label(exc.status_code)).inc()
+            raise
+        if not isinstance(response, StreamingResponse):
+            runtime.metrics.requests.labels(status="ok").inc()
+            log.debug("speech done in %.3f s", time.monotonic() - started)
+        return response
+
+    @app.get("/v1/audio/voices")
+    async def voices() -> VoiceList:
+        return VoiceList(
+            data=[VoiceCard(id=n, name=n, speaker_id=s) for n, s in runtime.voices.items()]
+        )
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=model_id) for model_id in runtime.model_ids])
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Liveness: the process serves; a failed warm-up means a restart may help."""
+        if runtime.warm_up_error:
+            return JSONResponse({"status": "failed", "error": runtime.warm_up_error}, 503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready once the model is loaded and a warm-up batch ran; not while draining."""
+        details = runtime.readiness()
+        return JSONResponse(details, status_code=200 if details["ready"] else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(runtime.metrics.exposition(), media_type=runtime.metrics.content_type)
+
+    return app

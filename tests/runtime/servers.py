@@ -1,0 +1,131 @@
+"""Helpers for tests that run the real runtime: on loopback in a thread, or as a
+`tts-runtime serve` subprocess. Not a test module."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from tts_runtime.engine import OnnxEngine
+from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
+from tts_runtime.voice import VoiceConfig
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatedEngine:
+    """The real OnnxEngine, except that batches `held(items)` picks wait for `gate`.
+    Lets a test decide WHEN the worker finishes, without changing WHAT it computes."""
+
+    def __init__(self, engine: OnnxEngine, held: Callable[[Sequence[SynthesisItem]], bool]) -> None:
+        self._engine = engine
+        self._held = held
+        self.gate = threading.Event()
+        self.batches: list[list[SynthesisItem]] = []
+        self.scales: list[SynthesisScales] = []
+        self.entered: list[list[SynthesisItem]] = []  # batches the worker took, held or not
+
+    @property
+    def config(self) -> VoiceConfig:
+        return self._engine.config
+
+    @property
+    def fallback_reason(self) -> str | None:
+        return self._engine.fallback_reason
+
+    @property
+    def sample_rate(self) -> int:
+        return self._engine.sample_rate
+
+    @property
+    def provider(self) -> str:
+        return self._engine.provider
+
+    @property
+    def precision(self) -> str:
+        return self._engine.precision
+
+    def synthesize(self, items: Sequence[SynthesisItem], scales: SynthesisScales) -> list[Audio]:
+        self.entered.append(list(items))
+        if self._held(items):
+            assert self.gate.wait(timeout=30), "test gate never opened"
+        self.batches.append(list(items))
+        self.scales.append(scales)
+        return self._engine.synthesize(items, scales)
+
+
+@contextlib.contextmanager
+def live_server(app: FastAPI) -> Iterator[str]:
+    """Serve `app` with uvicorn on 127.0.0.1 in a thread; yields the base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def wait_ready(
+    base_url: str, timeout_s: float = 60, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{base_url} not ready within {timeout_s} s")
+
+
+def runtime_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tts_runtime.cli", *args]
+
+
+def runtime_env(model_path: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment for a `tts-runtime serve` subprocess: TTS_* only from here."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
+    env.update(
+        {
+            "TTS_MODEL_PATH": str(model_path),
+            "TTS_HOST": "127.0.0.1",
+            "TTS_PORT": str(port),
+            "TTS_DEVICE": "cpu",
+            "TTS_PRECISION": "fp32",
+            "TTS_LOG_LEVEL": "info",
+        }
+    )
+    env.update({f"TTS_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def start_runtime(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        runtime_command("serve"),
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
