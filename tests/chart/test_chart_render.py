@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -115,19 +117,25 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
 def test_rbac_covers_what_the_operator_and_kopf_touch(helm: Helm) -> None:
     grants = _grants(_rules(helm))
     assert grants[("ttsoperator.io", "ttsservices")] >= {"get", "list", "watch", "patch"}
-    assert grants[("ttsoperator.io", "ttsservices/status")] >= {"patch"}
-    for child in [
-        ("apps", "deployments"),
-        ("", "services"),
-        ("", "configmaps"),
+    assert grants[("ttsoperator.io", "ttsservices/status")] == {"patch"}
+    applied = {"get", "list", "watch", "create", "patch"}
+    for child in [("apps", "deployments"), ("", "services"), ("", "configmaps")]:
+        assert grants[child] == applied, child  # never deleted: the garbage collector does it
+    for switchable in [
         ("autoscaling", "horizontalpodautoscalers"),
         ("policy", "poddisruptionbudgets"),
     ]:
-        assert grants[child] >= {"get", "list", "watch", "create", "patch"}, child
-    assert grants[("", "pods")] == {"get", "list", "watch"}
+        assert grants[switchable] == applied | {"delete"}, switchable
+    assert grants[("", "pods")] == {"list", "watch"}
     assert grants[("", "persistentvolumeclaims")] == {"get"}
     assert grants[("", "events")] == {"create"}
-    assert grants[("kopf.dev", "clusterkopfpeerings")] >= {"list", "watch", "patch"}
+    assert grants[("kopf.dev", "clusterkopfpeerings")] == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+        "create",
+    }
     assert grants[("apiextensions.k8s.io", "customresourcedefinitions")] == {
         "get",
         "list",
@@ -162,6 +170,29 @@ def test_operator_env_names_are_real_operator_settings(helm: Helm) -> None:
     # The values the chart passes must be ones the settings class accepts.
     settings = {k.removeprefix("TTS_OPERATOR_").lower(): v for k, v in env.items() if k in ours}
     OperatorSettings.model_validate(settings)
+
+
+def test_each_replica_draws_its_own_peering_priority(helm: Helm) -> None:
+    """kopf pauses every replica when two share a priority: the pod's start script must give
+    each replica a distinct one the operator's settings accept."""
+    from tts_operator.settings import OperatorSettings
+
+    container = _container(helm.template().one("Deployment"))
+    assert container["command"] == ["/bin/sh", "-c"]
+    (script,) = container["args"]
+    env = {k: v for k, v in os.environ.items() if k != "TTS_OPERATOR_PRIORITY"}
+    drawn = []
+    probe = script.replace("exec tts-operator run", "echo $TTS_OPERATOR_PRIORITY")
+    for _ in range(3):
+        shown = subprocess.run(
+            ["/bin/sh", "-c", probe], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip()
+        drawn.append(OperatorSettings.model_validate({"priority": shown}).priority)
+    assert len(set(drawn)) > 1, drawn  # 3 equal 16-bit draws: about 1 in 4 billion
+
+    fixed = _env(helm.template("--set", "peering.priority=7").one("Deployment"))
+    assert fixed["TTS_OPERATOR_PRIORITY"] == "7"
+    assert "TTS_OPERATOR_PRIORITY" not in _env(helm.template().one("Deployment"))
 
 
 def test_crd_template_is_the_generated_crd_plus_helm_metadata(helm: Helm) -> None:

@@ -10,14 +10,16 @@ Nothing here reads Secrets, Nodes or anything else the operator does not use.
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["ttsoperator.io"]
   resources: ["ttsservices/status"]
-  verbs: ["get", "patch"]
-# Children, applied server-side (create + patch), watched for drift, deleted when a switch turns off.
+  verbs: ["patch"]
+# Children, applied server-side (create + patch) and watched for drift (a child changed or
+# deleted by hand is put back).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# ... the HPA and the PDB are also deleted when autoscaling / disruption is switched off.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -27,7 +29,7 @@ Nothing here reads Secrets, Nodes or anything else the operator does not use.
 # Status: Pending pods with an Unschedulable reason become Degraded/InsufficientGPU.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # pvc:// model URIs: the claim must exist.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
@@ -38,9 +40,12 @@ Nothing here reads Secrets, Nodes or anything else the operator does not use.
   verbs: ["create"]
 {{- end }}
 
-{{/* kopf's peering heartbeats: it watches the peering object and patches its own entry. */}}
+{{/*
+kopf's peering heartbeats: it watches the peering object and patches its own entry; the
+operator creates the object at start when it is missing (peering.create=false).
+*/}}
 {{- define "tts-operator.peeringRule" -}}
 - apiGroups: ["kopf.dev"]
   resources: [{{ . | quote }}]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "create"]
 {{- end }}
