@@ -1,0 +1,149 @@
+"""Kubernetes API access: server-side apply, get, delete, list and status patches.
+
+Uses the official client's generic `call_api` so one code path serves every kind, with
+server-side apply (`application/apply-patch+yaml`, field manager "tts-operator",
+force=True): applying the same manifest twice changes nothing, and a field we stop sending
+is a field we stop owning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tts_operator.models import GROUP, PLURAL, VERSION
+from tts_operator.settings import FIELD_MANAGER
+
+Manifest = dict[str, Any]
+
+# Kinds the operator touches -> their REST plural (the chart's RBAC must cover each).
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "Pod": "pods",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Deployment": "deployments",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "TTSService": PLURAL,
+}
+TTS_API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """REST path of a namespaced object (or collection when name is None)."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
+    return f"{path}/{name}" if name else path
+
+
+def load_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def owns_field(obj: Manifest, manager: str, *path: str) -> bool:
+    """Whether `manager` owns the field at `path` (e.g. "spec", "replicas") through Apply."""
+    for entry in obj.get("metadata", {}).get("managedFields", []) or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node = entry.get("fieldsV1", {})
+        for key in path:
+            node = node.get(f"f:{key}") if isinstance(node, dict) else None
+        if node is not None:
+            return True
+    return False
+
+
+class Kube:
+    """The few API calls reconciliation needs, on one ApiClient."""
+
+    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+        self.api = api
+        self.field_manager = field_manager
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Manifest:
+        request = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request)
+        response.read()  # type: ignore[no-untyped-call]
+        # Raises ApiException (with .status and .body) for anything but 2xx.
+        result = self.api.response_deserialize(response, {"2XX": "object"}).data
+        return result if isinstance(result, dict) else {}
+
+    def apply(self, manifest: Manifest, field_manager: str | None = None) -> Manifest:
+        """Server-side apply; returns the live object (status included)."""
+        meta = manifest["metadata"]
+        path = resource_path(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+        )
+        return self._call(
+            "PATCH",
+            path,
+            body=manifest,
+            query=[("fieldManager", field_manager or self.field_manager), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        try:
+            return self._call("GET", resource_path(api_version, kind, namespace, name))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        try:
+            self._call("DELETE", resource_path(api_version, kind, namespace, name))
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Manifest]:
+        result = self._call(
+            "GET", resource_path(api_version, kind, namespace), query=[("labelSelector", selector)]
+        )
+        items: list[Manifest] = result.get("items", []) or []
+        return items
+
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
+        """Merge-patch a TTSService's status subresource."""
+        path = resource_path(TTS_API_VERSION, "TTSService", namespace, name) + "/status"
+        return self._call(
+            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
+
+    def get_tts(self, namespace: str, name: str) -> Manifest | None:
+        return self.get(TTS_API_VERSION, "TTSService", namespace, name)
+
+    def create_if_missing(self, manifest: Manifest, collection_path: str) -> bool:
+        """POST an object; False when it already exists."""
+        try:
+            self._call("POST", collection_path, body=manifest)
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True

@@ -1,0 +1,61 @@
+"""Operator Prometheus metrics: reconciles, errors and duration by handler."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import kopf
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+RECONCILES = Counter(
+    "tts_operator_reconciles_total",
+    "Reconciliations by handler and result (ok, retry, permanent, error).",
+    ["handler", "result"],
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "tts_operator_reconcile_errors_total",
+    "Failed reconciliations by handler and error type.",
+    ["handler", "error"],
+    registry=REGISTRY,
+)
+DURATION = Histogram(
+    "tts_operator_reconcile_duration_seconds",
+    "Time one reconciliation took, by handler.",
+    ["handler"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+
+
+@contextmanager
+def observed(handler: str) -> Iterator[None]:
+    """Count and time one handler run; errors are counted, then re-raised."""
+    start = time.perf_counter()
+    try:
+        yield
+    except kopf.TemporaryError:
+        RECONCILES.labels(handler, "retry").inc()
+        ERRORS.labels(handler, "TemporaryError").inc()
+        raise
+    except kopf.PermanentError:
+        RECONCILES.labels(handler, "permanent").inc()
+        ERRORS.labels(handler, "PermanentError").inc()
+        raise
+    except Exception as err:
+        RECONCILES.labels(handler, "error").inc()
+        ERRORS.labels(handler, type(err).__name__).inc()
+        raise
+    else:
+        RECONCILES.labels(handler, "ok").inc()
+    finally:
+        DURATION.labels(handler).observe(time.perf_counter() - start)
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    """Expose /metrics on its own port (0: off)."""
+    if port:
+        start_http_server(port, addr=addr, registry=REGISTRY)

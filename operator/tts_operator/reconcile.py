@@ -1,0 +1,219 @@
+"""One level-based pass for one TTSService: check, build, apply, prune, observe, report.
+
+Handlers (create/update/resume, the resync timer, child events) all call `reconcile`;
+running it twice in a row changes nothing. A spec that cannot work yields a Degraded
+status, a Warning event (once per new reason) and kopf.TemporaryError / PermanentError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from tts_operator.builders import ChildRef, Children, build_children
+from tts_operator.builders.common import (
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    selector_string,
+)
+from tts_operator.kube import Manifest, owns_field
+from tts_operator.models import TTSServiceSpec
+from tts_operator.settings import FIELD_MANAGER, OperatorSettings
+from tts_operator.status import (
+    DEGRADED,
+    Observed,
+    Problem,
+    compute_status,
+    degraded_status,
+)
+
+# A second manager that keeps .spec.replicas while the operator lets go of it, so turning
+# autoscaling on does not reset the Deployment to 1 replica before the HPA acts
+# (Kubernetes docs: server-side apply, "transferring ownership").
+HANDOVER_MANAGER = "tts-operator-handover-to-hpa"
+
+
+class KubeApi(Protocol):
+    def apply(self, manifest: Manifest, field_manager: str | None = None) -> Manifest: ...
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None: ...
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: str
+    ) -> list[Manifest]: ...
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest: ...
+
+
+# (owner body, event type, reason, message)
+EventSink = Callable[[Manifest, str, str, str], None]
+
+
+def kopf_event(body: Manifest, type_: str, reason: str, message: str) -> None:
+    kopf.event(cast(Any, body), type=type_, reason=reason, message=message)
+
+
+@dataclass(frozen=True)
+class Context:
+    kube: KubeApi
+    settings: OperatorSettings
+    events: EventSink = kopf_event
+    adopt: Callable[[list[Manifest], Manifest], None] = lambda objs, owner: kopf.adopt(
+        objs, owner=cast(Any, owner)
+    )
+
+
+def _meta(body: Manifest) -> tuple[str, str, int | None]:
+    meta = body["metadata"]
+    return meta["name"], meta["namespace"], meta.get("generation")
+
+
+def _degraded_reason(status: Manifest | None) -> str | None:
+    for cond in (status or {}).get("conditions", []) or []:
+        if cond.get("type") == DEGRADED and cond.get("status") == "True":
+            return str(cond.get("reason"))
+    return None
+
+
+def report(ctx: Context, body: Manifest, status: Manifest) -> Manifest:
+    """Patch the status when it differs; post a Warning event when a new problem appears."""
+    previous = body.get("status") or {}
+    name, namespace, _ = _meta(body)
+    reason = _degraded_reason(status)
+    if reason and reason != _degraded_reason(previous):
+        message = next(c["message"] for c in status["conditions"] if c["type"] == DEGRADED)
+        ctx.events(body, "Warning", reason, message)
+    if {k: previous.get(k) for k in status} != status:
+        ctx.kube.patch_status(namespace, name, status)
+    return status
+
+
+def parse_spec(ctx: Context, body: Manifest) -> TTSServiceSpec:
+    try:
+        return TTSServiceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        name, _, generation = _meta(body)
+        problem = Problem("InvalidSpec", str(err).replace("\n", " "))
+        report(ctx, body, degraded_status(name, generation, problem, body.get("status")))
+        raise kopf.PermanentError(f"invalid spec: {problem.message}") from err
+
+
+def precheck(ctx: Context, namespace: str, spec: TTSServiceSpec, kids: Children) -> Problem | None:
+    """Problems the schema cannot see: a PVC that does not exist (yet)."""
+    claim = kids.delivery.claim if kids.delivery else None
+    if claim and ctx.kube.get("v1", "PersistentVolumeClaim", namespace, claim) is None:
+        return Problem(
+            "ModelClaimNotFound",
+            f'PersistentVolumeClaim "{claim}" (from model.uri {spec.model.uri}) does not exist '
+            f'in namespace "{namespace}"',
+        )
+    return None
+
+
+def hand_over_replicas(ctx: Context, deployment: Manifest) -> None:
+    """Before the first apply without replicas, let a second manager co-own the current
+    count so dropping ours does not reset it (the HPA takes it from there)."""
+    meta = deployment["metadata"]
+    live = ctx.kube.get("apps/v1", "Deployment", meta["namespace"], meta["name"])
+    if live is None or not owns_field(live, FIELD_MANAGER, "spec", "replicas"):
+        return
+    ctx.kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": live.get("spec", {}).get("replicas", 1)},
+        },
+        field_manager=HANDOVER_MANAGER,
+    )
+
+
+def prune(ctx: Context, namespace: str, owner_uid: str, unwanted: list[ChildRef]) -> None:
+    """Delete children the spec no longer wants, but only ones this TTSService owns."""
+    for ref in unwanted:
+        live = ctx.kube.get(ref.api_version, ref.kind, namespace, ref.name)
+        if live is None:
+            continue
+        meta = live.get("metadata", {})
+        ours = meta.get("labels", {}).get(LABEL_MANAGED_BY) == MANAGED_BY and any(
+            o.get("uid") == owner_uid for o in meta.get("ownerReferences", []) or []
+        )
+        if ours:
+            ctx.kube.delete(ref.api_version, ref.kind, namespace, ref.name)
+
+
+def observe(ctx: Context, namespace: str, name: str, deployment: Manifest | None) -> Observed:
+    pods = ctx.kube.list("v1", "Pod", namespace, selector_string(name))
+    return Observed(deployment=deployment, pods=pods)
+
+
+def _api_problem(err: ApiException) -> Problem:
+    return Problem("ApplyFailed", f"the API server refused a child ({err.status}): {err.body}")
+
+
+def reconcile(ctx: Context, body: Manifest) -> Manifest:
+    """Bring one TTSService's children to its spec and report status. Returns the status."""
+    name, namespace, _ = _meta(body)
+    spec = parse_spec(ctx, body)
+    kids = build_children(name, namespace, spec, ctx.settings.runtime_image)
+    problem = precheck(ctx, namespace, spec, kids)
+    if problem:
+        _report_observed(ctx, body, spec, Observed(None, [], problem))
+        raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds)
+
+    ctx.adopt(kids.desired, body)
+    deployment: Manifest | None = None
+    try:
+        for manifest in kids.desired:
+            if manifest["kind"] == "Deployment" and spec.autoscaling.enabled:
+                hand_over_replicas(ctx, manifest)
+            live = ctx.kube.apply(manifest)
+            if manifest["kind"] == "Deployment":
+                deployment = live
+        prune(ctx, namespace, body["metadata"].get("uid", ""), kids.unwanted)
+    except ApiException as err:
+        problem = _api_problem(err)
+        _report_observed(ctx, body, spec, Observed(None, [], problem))
+        # 400/422: the spec produced something the cluster refuses; retrying cannot help.
+        # Anything else (403 before RBAC lands, 5xx, throttling) may pass later.
+        if err.status in (400, 422):
+            raise kopf.PermanentError(problem.message) from err
+        raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds) from err
+
+    return _report_observed(ctx, body, spec, observe(ctx, namespace, name, deployment))
+
+
+def refresh_status(ctx: Context, body: Manifest) -> Manifest | None:
+    """Status only (pods changed): no applies. None when the spec does not parse."""
+    name, namespace, _ = _meta(body)
+    try:
+        spec = TTSServiceSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None
+    deployment = ctx.kube.get("apps/v1", "Deployment", namespace, name)
+    return _report_observed(ctx, body, spec, observe(ctx, namespace, name, deployment))
+
+
+def _report_observed(
+    ctx: Context, body: Manifest, spec: TTSServiceSpec, observed: Observed
+) -> Manifest:
+    name, namespace, generation = _meta(body)
+    status = compute_status(name, namespace, generation, spec, observed, body.get("status"))
+    return report(ctx, body, status)
+
+
+def owner_name(child: Manifest) -> str | None:
+    """The TTSService a child belongs to: its controller ownerReference, or for pods (owned
+    by a ReplicaSet) the instance label the operator put on the pod template."""
+    meta = child.get("metadata", {})
+    for ref in meta.get("ownerReferences", []) or []:
+        if ref.get("kind") == "TTSService" and ref.get("controller"):
+            return str(ref.get("name"))
+    if child.get("kind", "Pod") == "Pod":
+        instance = (meta.get("labels") or {}).get(LABEL_INSTANCE)
+        return str(instance) if instance else None
+    return None

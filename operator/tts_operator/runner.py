@@ -1,0 +1,92 @@
+"""Start the operator process: logging, metrics, peering, then `kopf.run`."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from tts_operator import metrics
+from tts_operator.handlers import register
+from tts_operator.kube import Kube, load_client
+from tts_operator.models import GROUP
+from tts_operator.settings import OperatorSettings
+
+log = logging.getLogger("tts_operator")
+
+
+def configure_logging(settings: OperatorSettings) -> None:
+    """JSON lines carry the object's namespace/name under "object" (kopf's formatter)."""
+    kopf.configure(
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+        log_refkey="object",
+    )
+    logging.getLogger().setLevel(settings.log_level.upper())
+
+
+def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
+    ks = kopf.OperatorSettings()
+    # Keep kopf's bookkeeping in annotations: the status schema is structural, so a
+    # status.kopf field would be pruned by the API server.
+    ks.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    ks.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Only warnings become Kubernetes Events (the resync timer would flood them otherwise).
+    ks.posting.level = logging.WARNING
+    ks.peering.stealth = True
+    return ks
+
+
+def peering_objects(settings: OperatorSettings) -> list[tuple[str, dict[str, object]]]:
+    """(collection path, object) for each peering object this operator joins."""
+    meta = {"name": settings.peering_name}
+    if settings.clusterwide:
+        return [
+            (
+                "/apis/kopf.dev/v1/clusterkopfpeerings",
+                {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": meta},
+            )
+        ]
+    return [
+        (
+            f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings",
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "KopfPeering",
+                "metadata": {**meta, "namespace": ns},
+            },
+        )
+        for ns in settings.namespace_list
+    ]
+
+
+def ensure_peering(kube: Kube, settings: OperatorSettings) -> None:
+    """Create the peering object(s) when missing. Best effort: the chart may create them
+    instead, and kopf stops with a clear error if the peering CRDs are absent."""
+    for path, body in peering_objects(settings):
+        try:
+            if kube.create_if_missing(body, path):
+                log.info(f"created peering object {settings.peering_name!r} at {path}")
+        except ApiException as err:
+            log.warning(f"could not create peering object at {path} ({err.status}); continuing")
+
+
+def run(settings: OperatorSettings) -> None:
+    configure_logging(settings)
+    metrics.serve(settings.metrics_port)
+    if not settings.standalone:
+        ensure_peering(Kube(load_client()), settings)
+    registry = kopf.OperatorRegistry()
+    register(settings, registry)
+    kopf.run(
+        registry=registry,
+        settings=kopf_settings(settings),
+        clusterwide=settings.clusterwide,
+        namespaces=settings.namespace_list,
+        standalone=True if settings.standalone else None,
+        peering_name=None if settings.standalone else settings.peering_name,
+        priority=settings.priority,
+        liveness_endpoint=settings.liveness_endpoint,
+    )
