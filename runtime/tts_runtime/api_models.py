@@ -29,9 +29,9 @@ class SpeechRequest(BaseModel):
     model: str = Field(min_length=1, description="tts-1, tts-1-hd or the served model id")
     input: str = Field(description="The text to speak.")
     voice: str | VoiceRef = Field(description="A voice from GET /v1/audio/voices.")
-    response_format: str = Field("wav", description="wav, pcm, flac, mp3 or opus")
-    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
-    stream: bool = Field(False, description="Send each sentence as soon as it is ready.")
+    response_format: str = Field(default="wav", description="wav, pcm, flac, mp3 or opus")
+    speed: float = Field(default=1.0, ge=MIN_SPEED, le=MAX_SPEED)
+    stream: bool = Field(default=False, description="Send each sentence as soon as it is ready.")
     # Sent by newer OpenAI clients; accepted so they work, without effect on this model.
     instructions: str | None = None
     stream_format: Literal["audio"] | None = None

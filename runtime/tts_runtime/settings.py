@@ -34,23 +34,23 @@ class RuntimeSettings(BaseSettings):
         description="Directory holding model.onnx + model.onnx.json, or a .onnx file "
         "with its .onnx.json beside it."
     )
-    model_name: str = Field("tts-1", min_length=1, description="Served model id.")
+    model_name: str = Field(default="tts-1", min_length=1, description="Served model id.")
     precision: Literal["fp16", "fp32"] = "fp16"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     voices: dict[str, int] | None = Field(
-        None,
+        default=None,
         description="JSON object voice name -> speaker id; default: the voice "
         'config\'s speaker_id_map, or {"default": 0}.',
     )
-    max_batch_size: int = Field(8, ge=1, le=256)
-    max_queue_delay_ms: float = Field(10.0, ge=0, le=10_000)
-    max_queue_size: int = Field(256, ge=1)
-    request_timeout_s: float = Field(30.0, gt=0)
-    max_input_chars: int = Field(4096, ge=1)
-    max_segment_chars: int = Field(400, ge=16)
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    max_queue_delay_ms: float = Field(default=10.0, ge=0, le=10_000)
+    max_queue_size: int = Field(default=256, ge=1)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_input_chars: int = Field(default=4096, ge=1)
+    max_segment_chars: int = Field(default=400, ge=16)
     host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
-    drain_timeout_s: float = Field(25.0, ge=0)
+    port: int = Field(default=8000, ge=1, le=65535)
+    drain_timeout_s: float = Field(default=25.0, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("log_level", mode="before")

@@ -122,10 +122,10 @@ def runtime_env(model_path: Path, port: int, **settings: str) -> dict[str, str]:
     return env
 
 
-def start_runtime(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        runtime_command("serve"),
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def start_runtime(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`tts-runtime serve` in the background, its output in `log` (a file, so a chatty
+    server can never block on a full pipe)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            runtime_command("serve"), env=dict(env), stdout=out, stderr=subprocess.STDOUT
+        )

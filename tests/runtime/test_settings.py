@@ -1,0 +1,97 @@
+"""TTS_* settings: defaults from the design, validation with messages naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tts_runtime.settings import RuntimeSettings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("TTS_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_match_the_agreed_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTS_MODEL_PATH", "/models/voice")
+    settings = load_settings()
+    assert settings.model_path == Path("/models/voice")
+    assert (settings.model_name, settings.precision, settings.device) == ("tts-1", "fp16", "auto")
+    assert settings.voices is None
+    assert (settings.max_batch_size, settings.max_queue_delay_ms) == (8, 10.0)
+    assert (settings.max_queue_size, settings.request_timeout_s) == (256, 30.0)
+    assert (settings.max_input_chars, settings.max_segment_chars) == (4096, 400)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert (settings.drain_timeout_s, settings.log_level) == (25.0, "info")
+    assert settings.max_queue_delay_s == pytest.approx(0.01)
+    assert settings.max_body_bytes > 4 * settings.max_input_chars
+
+
+def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "TTS_MODEL_PATH": "/m",
+        "TTS_MODEL_NAME": "piper-lessac",
+        "TTS_PRECISION": "fp32",
+        "TTS_DEVICE": "cpu",
+        "TTS_VOICES": '{"alloy": 0, "echo": 2}',
+        "TTS_MAX_BATCH_SIZE": "16",
+        "TTS_PORT": "9000",
+        "TTS_LOG_LEVEL": "DEBUG",
+    }.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert settings.model_name == "piper-lessac"
+    assert settings.voices == {"alloy": 0, "echo": 2}
+    assert (settings.max_batch_size, settings.port, settings.log_level) == (16, 9000, "debug")
+
+
+def test_command_line_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTS_MODEL_PATH", "/from/env")
+    monkeypatch.setenv("TTS_PORT", "9000")
+    settings = load_settings(model_path=Path("/from/flag"))
+    assert settings.model_path == Path("/from/flag") and settings.port == 9000
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({}, "TTS_MODEL_PATH: Field required"),
+        ({"TTS_PRECISION": "int8"}, "TTS_PRECISION"),
+        ({"TTS_DEVICE": "tpu"}, "TTS_DEVICE"),
+        (
+            {"TTS_MAX_BATCH_SIZE": "0"},
+            "TTS_MAX_BATCH_SIZE: Input should be greater than or equal to 1",
+        ),
+        ({"TTS_MAX_BATCH_SIZE": "eight"}, "TTS_MAX_BATCH_SIZE"),
+        ({"TTS_PORT": "70000"}, "TTS_PORT"),
+        ({"TTS_REQUEST_TIMEOUT_S": "0"}, "TTS_REQUEST_TIMEOUT_S"),
+        ({"TTS_VOICES": "{not json"}, "TTS_VOICES"),
+        ({"TTS_VOICES": "{}"}, "at least one voice"),
+        ({"TTS_VOICES": '{"alloy": -1}'}, "must be >= 0"),
+        ({"TTS_LOG_LEVEL": "loud"}, "TTS_LOG_LEVEL"),
+        ({"TTS_MAX_SEGMENT_CHARS": "500", "TTS_MAX_INPUT_CHARS": "100"}, "must not exceed"),
+    ],
+)
+def test_bad_settings_raise_one_clear_message(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], says: str
+) -> None:
+    if "TTS_MODEL_PATH" not in env and env:
+        monkeypatch.setenv("TTS_MODEL_PATH", "/m")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith("invalid runtime settings")
+    assert says in message
+    assert "Traceback" not in message and "pydantic" not in message.lower()
+
+
+def test_settings_class_validates_directly() -> None:
+    with pytest.raises(ValueError, match="max_segment_chars"):
+        RuntimeSettings(model_path=Path("/m"), max_input_chars=10, max_segment_chars=20)
