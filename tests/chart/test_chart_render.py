@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +197,11 @@ def test_each_replica_draws_its_own_peering_priority(helm: Helm) -> None:
 
 
 def test_crd_template_is_the_generated_crd_plus_helm_metadata(helm: Helm) -> None:
+    # One source of truth: the chart's file is a link to the generated CRD (helm follows it
+    # and `helm package` stores the content).
+    linked = CHART / "files" / CRD_FILE
+    assert linked.is_symlink() and linked.resolve() == (ROOT / "crds" / CRD_FILE).resolve()
     generated_text = (ROOT / "crds" / CRD_FILE).read_text()
-    assert (CHART / "files" / CRD_FILE).read_text() == generated_text, (
-        f"charts/tts-operator/files/{CRD_FILE} is stale: cp crds/{CRD_FILE} "
-        f"charts/tts-operator/files/{CRD_FILE}"
-    )
     generated = yaml.safe_load(generated_text)
     rendered = helm.template().one("CustomResourceDefinition")
     meta = rendered.pop("metadata")
@@ -218,16 +219,25 @@ def test_crd_template_is_the_generated_crd_plus_helm_metadata(helm: Helm) -> Non
 
 
 def test_peering_crds_in_the_chart_are_the_operators() -> None:
-    def load(path: Path) -> list[dict[str, Any]]:
-        return sorted((d for d in yaml.safe_load_all(path.read_text()) if d),
-                      key=lambda d: str(d["metadata"]["name"]))  # fmt: skip
+    linked = CHART / "crds" / "kopf-peering.yaml"
+    assert linked.is_symlink() and linked.resolve() == (ROOT / "crds" / "kopf-peering.yaml")
+    names = sorted(d["metadata"]["name"] for d in yaml.safe_load_all(linked.read_text()) if d)
+    assert names == ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"]
 
-    chart = load(CHART / "crds" / "kopf-peerings.kopf.dev.yaml")
-    assert [d["metadata"]["name"] for d in chart] == [
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    ]
-    assert chart == load(ROOT / "crds" / "kopf-peering.yaml")
+
+def test_packaged_chart_carries_the_linked_crds(helm: Helm, tmp_path: Path) -> None:
+    helm.run("package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("tts-operator-*.tgz")
+    with tarfile.open(package) as tar:
+        for member, source in [
+            (f"tts-operator/files/{CRD_FILE}", ROOT / "crds" / CRD_FILE),
+            ("tts-operator/crds/kopf-peering.yaml", ROOT / "crds" / "kopf-peering.yaml"),
+        ]:
+            entry = tar.getmember(member)
+            assert entry.isfile(), member
+            extracted = tar.extractfile(entry)
+            assert extracted is not None
+            assert extracted.read() == source.read_bytes()
 
 
 def test_monitors_render_only_when_the_prometheus_operator_crds_exist(helm: Helm) -> None:
