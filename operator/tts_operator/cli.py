@@ -26,6 +26,13 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from tts_operator import docgen
+
+    print(f"wrote {docgen.write(Path(args.write))}")
+    return 0
+
+
 def _run(_: argparse.Namespace) -> int:
     from tts_operator.settings import OperatorSettings
 
@@ -41,6 +48,9 @@ def _run(_: argparse.Namespace) -> int:
 
     try:
         run(settings)
+    except OSError as err:  # e.g. the metrics port is taken
+        print(f"tts-operator: cannot start: {err}", file=sys.stderr)
+        return 2
     except ConfigException as err:
         print(
             f"tts-operator: no Kubernetes credentials (KUBECONFIG or in-cluster): {err}",
@@ -64,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--write", metavar="PATH", help=f"write it (usually {crdgen.CRD_PATH})")
     group.add_argument("--check", metavar="PATH", help="exit 1 when PATH differs from it")
     crd.set_defaults(func=_crd)
+    docs = sub.add_parser("docs", help="regenerate the spec-field table in docs/operator.md")
+    docs.add_argument("--write", metavar="PATH", required=True, help="the Markdown file")
+    docs.set_defaults(func=_docs)
     return p
 
 

@@ -63,6 +63,12 @@ def register(
         )
         logger.info(f"reconciled: Ready={ready.get('status')} ({ready.get('reason')})")
 
+    # A private registry has none of kopf's default login handlers: use the kubernetes
+    # client's (in-cluster service account, else KUBECONFIG), the same as `Kube` uses.
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.create(*TTS, registry=registry)
     def on_create(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         run("create", body, logger)

@@ -128,7 +128,7 @@ class Batching(_Model):
     max_queue_delay_ms: int = Field(default=10, ge=0, le=10_000)
     """How long the first queued request waits for others to join it (TTS_MAX_QUEUE_DELAY_MS)."""
     max_queue_size: int = Field(default=256, ge=1, le=100_000)
-    """Queued requests beyond this are refused with 503 (TTS_MAX_QUEUE_SIZE)."""
+    """Requests beyond this many queued are refused with 429 (TTS_MAX_QUEUE_SIZE)."""
     request_timeout_seconds: int = Field(default=30, ge=1, le=3600)
     """A request still unanswered after this fails with 504 (TTS_REQUEST_TIMEOUT_S)."""
 
@@ -287,7 +287,9 @@ class Autoscaling(_Model):
 
     cel: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
-            "self.minReplicas <= self.maxReplicas",
+            # has(): the API server also checks this rule on the `default: {}` of autoscaling.
+            "!has(self.minReplicas) || !has(self.maxReplicas)"
+            " || self.minReplicas <= self.maxReplicas",
             "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
             lambda a: a.min_replicas <= a.max_replicas,
         ),
@@ -399,7 +401,8 @@ class TTSServiceSpec(_Model):
 
     cel: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
-            "!has(self.replicas) || !has(self.autoscaling) || !self.autoscaling.enabled",
+            "!has(self.replicas) || !has(self.autoscaling) || !has(self.autoscaling.enabled)"
+            " || !self.autoscaling.enabled",
             "replicas and autoscaling.enabled are mutually exclusive: "
             "unset spec.replicas when autoscaling is on",
             lambda s: s.replicas is None or not s.autoscaling.enabled,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -34,8 +35,9 @@ class OperatorSettings(BaseSettings):
     """kopf peering object (leader election): replicas sharing it never act at once."""
     standalone: bool = False
     """Run without peering (one replica, development)."""
-    priority: int = 0
-    """kopf peering priority: the highest-priority live replica acts, the others pause."""
+    priority: int = Field(default_factory=lambda: secrets.randbelow(1 << 30) + 1)
+    """kopf peering priority: the highest-priority live replica acts, the others pause. kopf
+    pauses on equal priorities too, so the default is random per process."""
     resync_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     """How often every TTSService is reconciled again (restores drift, refreshes status)."""
     retry_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)

@@ -33,3 +33,9 @@ def test_bad_settings_fail_clearly(monkeypatch: pytest.MonkeyPatch, var: str, va
     monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError):
         OperatorSettings()
+
+
+def test_default_priority_differs_per_process() -> None:
+    # kopf pauses every replica that sees an equal or higher priority: ties would stall all.
+    priorities = {OperatorSettings().priority for _ in range(5)}
+    assert len(priorities) > 1 and all(p > 0 for p in priorities)

@@ -1,0 +1,59 @@
+"""Process wiring: peering objects, kopf settings, handler registration, metrics."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+from prometheus_client import generate_latest
+from tts_operator import metrics
+from tts_operator.handlers import register
+from tts_operator.runner import kopf_settings, peering_objects
+from tts_operator.settings import OperatorSettings
+
+
+def test_clusterwide_peering_is_a_cluster_object() -> None:
+    [(path, body)] = peering_objects(OperatorSettings(peering_name="p"))
+    assert path == "/apis/kopf.dev/v1/clusterkopfpeerings"
+    assert body["kind"] == "ClusterKopfPeering" and body["metadata"] == {"name": "p"}
+
+
+def test_namespaced_peering_has_one_object_per_namespace() -> None:
+    objs = peering_objects(OperatorSettings(namespaces="a,b"))
+    assert [p for p, _ in objs] == [
+        "/apis/kopf.dev/v1/namespaces/a/kopfpeerings",
+        "/apis/kopf.dev/v1/namespaces/b/kopfpeerings",
+    ]
+    assert all(b["kind"] == "KopfPeering" for _, b in objs)
+
+
+def test_kopf_bookkeeping_lives_in_annotations() -> None:
+    ks = kopf_settings(OperatorSettings())
+    assert isinstance(ks.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(ks.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+
+
+def test_register_needs_no_cluster_and_covers_every_cause() -> None:
+    registry = kopf.OperatorRegistry()
+    register(OperatorSettings(resync_seconds=12), registry)
+    ids = {h.id for h in registry._changing.get_all_handlers()}
+    assert {"register.<locals>.on_create", "register.<locals>.on_update"} <= ids
+    [timer] = registry._spawning.get_all_handlers()
+    assert timer.interval == 12
+    watched = {h.id for h in registry._watching.get_all_handlers()}
+    assert {"child-deployments", "child-services", "child-configmaps"} <= watched
+    assert {"child-horizontalpodautoscalers", "child-poddisruptionbudgets"} <= watched
+    assert registry._activities.get_all_handlers()  # the login handler
+
+
+def test_observed_counts_results_and_reraises() -> None:
+    before = generate_latest(metrics.REGISTRY).decode()
+    with metrics.observed("unit"):
+        pass
+    with pytest.raises(kopf.TemporaryError), metrics.observed("unit"):
+        raise kopf.TemporaryError("later")
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'tts_operator_reconciles_total{handler="unit",result="ok"} 1.0' in text
+    assert 'tts_operator_reconciles_total{handler="unit",result="retry"} 1.0' in text
+    assert 'tts_operator_reconcile_errors_total{error="TemporaryError",handler="unit"} 1.0' in text
+    assert 'tts_operator_reconcile_duration_seconds_count{handler="unit"} 2.0' in text
+    assert "unit" not in before
