@@ -34,6 +34,7 @@ lint: setup
 # The TTSService CRD is generated from the pydantic models (a test fails when it is stale).
 crds: setup
 	$(BIN)/tts-operator crd --write crds/ttsservices.ttsoperator.io.yaml
+	$(BIN)/tts-operator docs --write docs/operator.md
 
 # Local cluster + chart + operator + TTSService + runtime + a real request (see hack/demo.sh).
 demo: setup
