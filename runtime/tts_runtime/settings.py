@@ -73,12 +73,10 @@ class RuntimeSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_limits(self) -> RuntimeSettings:
-        if self.max_segment_chars > self.max_input_chars:
-            raise ValueError(
-                f"max_segment_chars ({self.max_segment_chars}) must not exceed "
-                f"max_input_chars ({self.max_input_chars})"
-            )
+    def _fit_segments_in_input(self) -> RuntimeSettings:
+        # A segment never needs to be longer than a whole input; a small
+        # TTS_MAX_INPUT_CHARS alone must not stop the server.
+        self.max_segment_chars = min(self.max_segment_chars, self.max_input_chars)
         return self
 
     @property
