@@ -1,0 +1,117 @@
+"""Session fixtures for the e2e tests: one cluster and one operator per session.
+
+E2E_PROVIDER=local (default) runs the control plane built from Go modules with kwok stub GPU
+nodes (e2e/localcluster.py); E2E_PROVIDER=kind runs a kind cluster (e2e/kindcluster.py).
+Missing prerequisites skip every e2e test with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeapi import Kube
+from localcluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, locate_binaries
+from operatorproc import OperatorProcess
+
+PROVIDER = os.environ.get("E2E_PROVIDER", "local")
+CRD_DIR = REPO_ROOT / "crds"
+WORK_ROOT = REPO_ROOT / ".cache" / "e2e"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    e2e_dir = Path(__file__).parent
+    for item in items:
+        if e2e_dir in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Path:
+    """Per-session files (PKI, etcd data, logs); kept for debugging until a later session."""
+    for old in WORK_ROOT.glob("session-*"):
+        pid = old.name.removeprefix("session-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    path = WORK_ROOT / f"session-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def binaries() -> Binaries:
+    """The binaries hack/cluster-binaries.sh built; skip (naming what is missing) without them."""
+    try:
+        return locate_binaries()
+    except ClusterError as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Any]:
+    """The running cluster (LocalCluster, or KindCluster with E2E_PROVIDER=kind)."""
+    if PROVIDER == "kind":
+        from kindcluster import KindCluster, kind_prerequisites
+
+        missing = kind_prerequisites()
+        if missing:
+            pytest.skip(missing)
+        kind = KindCluster(workdir / "kind")
+        kind.start()
+        yield kind
+        kind.stop()
+        return
+    if PROVIDER != "local":
+        pytest.fail(f"E2E_PROVIDER must be local or kind, not {PROVIDER!r}")
+    local = LocalCluster(request.getfixturevalue("binaries"), workdir / "cluster")
+    local.start(gpu_nodes=["gpu-node-1", "gpu-node-2"], gpus_per_node=2)
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Any) -> Kube:
+    return Kube(Path(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Any, kube: Kube) -> None:
+    """Install the project's CRDs by server-side apply, as a GitOps tool would."""
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        cluster.kubectl(
+            "apply", "--server-side", "--field-manager=tts-e2e", "-f", str(path)
+        )  # fmt: skip
+    kube.wait_crd_established("ttsservices.ttsoperator.io")
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Any, crds: None, workdir: Path) -> Iterator[OperatorProcess]:
+    """The operator as a real process, shared by the session; tests may kill and restart it."""
+    process = OperatorProcess(Path(cluster.kubeconfig), workdir / "logs" / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def running_operator(operator: OperatorProcess) -> OperatorProcess:
+    """The session operator, started again if an earlier test left it stopped."""
+    if not operator.running:
+        operator.start()
+    return operator
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube: Kube) -> Iterator[str]:
+    """A fresh namespace per test, deleted (without waiting) afterwards."""
+    slug = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"e2e-{slug}-{uuid.uuid4().hex[:5]}"
+    kube.create_namespace(name)
+    yield name
+    kube.delete_namespace(name)

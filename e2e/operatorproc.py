@@ -1,0 +1,93 @@
+"""The operator under test as a real process: `tts-operator run` against the e2e cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localcluster import LOOPBACK, Component, free_port, wait_until
+
+OPERATOR_BIN = Path(sys.executable).parent / "tts-operator"
+
+
+@dataclass
+class OperatorProcess:
+    """One operator replica. Several can share a cluster (peering decides who acts)."""
+
+    kubeconfig: Path
+    log_path: Path
+    name: str = "operator"
+    priority: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    liveness_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    component: Component | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "TTS_OPERATOR_LIVENESS_HOST": LOOPBACK,
+                "TTS_OPERATOR_LIVENESS_PORT": str(self.liveness_port),
+                "TTS_OPERATOR_METRICS_PORT": str(self.metrics_port),
+                "TTS_OPERATOR_LOG_FORMAT": "text",
+                "TTS_OPERATOR_LOG_LEVEL": "debug",
+                "TTS_OPERATOR_PRIORITY": str(self.priority),
+                # Short loops so drift and retries show up within a test's patience.
+                "TTS_OPERATOR_RESYNC_SECONDS": "5",
+                "TTS_OPERATOR_RETRY_SECONDS": "2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, wait: bool = True) -> None:
+        if not OPERATOR_BIN.exists():
+            raise RuntimeError(f"{OPERATOR_BIN} is missing: run `make setup`")
+        self.component = Component(
+            self.name, [str(OPERATOR_BIN), "run"], self.log_path, env=self.env()
+        )
+        self.component.start()
+        if wait:
+            wait_until(f"{self.name} liveness", self.alive, 60)
+
+    def alive(self) -> bool:
+        if self.component is None or not self.component.running:
+            tail = self.component.log_tail() if self.component else ""
+            raise RuntimeError(f"{self.name} is not running:\n{tail}")
+        url = f"http://{LOOPBACK}:{self.liveness_port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    @property
+    def running(self) -> bool:
+        return self.component is not None and self.component.running
+
+    def stop(self) -> None:
+        if self.component is not None:
+            self.component.stop(timeout=20)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish a reconcile or release its peering."""
+        if self.component is not None and self.component.proc is not None:
+            os.killpg(self.component.proc.pid, signal.SIGKILL)
+            self.component.proc.wait(10)
+            self.component.proc = None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, needle: str, timeout: float = 30) -> None:
+        wait_until(f"{needle!r} in {self.name}'s log", lambda: needle in self.log_text(), timeout)
+
+    def log_size(self) -> int:
+        return len(self.log_text())
