@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps piper-tts==$(PIPER_VERSION)
 	@touch $(STAMP)
 
-test: setup
+test: setup cluster-binaries
 	$(BIN)/python -m pytest
 
 unit: setup
@@ -45,3 +45,22 @@ demo-down:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# ---- Local Kubernetes control plane for the e2e tests (docs/e2e.md) ----
+.PHONY: cluster-binaries cluster-up cluster-down e2e scale-bench
+
+# Builds what is missing into .cache/k8s/<version>/bin (cold: minutes; warm: prints paths).
+cluster-binaries:
+	hack/cluster-binaries.sh
+
+cluster-up: setup cluster-binaries
+	$(BIN)/python hack/cluster.py up
+
+cluster-down:
+	$(BIN)/python hack/cluster.py down
+
+e2e: setup cluster-binaries
+	$(BIN)/python -m pytest e2e -m e2e
+
+scale-bench: setup cluster-binaries
+	$(BIN)/python hack/scale_bench.py
