@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import copy
+import threading
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,13 +57,38 @@ def register(
             holder["ctx"] = factory(settings)
         return holder["ctx"]
 
-    def run(handler: str, body: Mapping[str, Any], logger: Any) -> None:
-        with observed(handler):
-            status = reconcile(ctx(), raw(body))
+    locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+    locks_guard = threading.Lock()
+
+    def fresh_owner(namespace: str, name: str) -> Manifest | None:
+        owner = ctx().kube.get(TTS_API_VERSION, "TTSService", namespace, name)
+        if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        return owner
+
+    def run(
+        handler: str, namespace: str, name: str, logger: Any, status_only: bool = False
+    ) -> None:
+        """Serialize passes per TTSService (handlers run in a thread pool) and work on a fresh
+        read of it, so concurrent triggers neither race nor post the same event twice."""
+        with locks_guard:
+            lock = locks[(namespace, name)]
+        with lock, observed(handler):
+            owner = fresh_owner(namespace, name)
+            if owner is None:
+                return
+            if status_only:
+                refresh_status(ctx(), owner)
+                return
+            status = reconcile(ctx(), owner)
         ready: dict[str, Any] = next(
             (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
         )
         logger.info(f"reconciled: Ready={ready.get('status')} ({ready.get('reason')})")
+
+    def run_body(handler: str, body: Mapping[str, Any], logger: Any) -> None:
+        meta = body["metadata"]
+        run(handler, meta["namespace"], meta["name"], logger)
 
     # A private registry has none of kopf's default login handlers: use the kubernetes
     # client's (in-cluster service account, else KUBECONFIG), the same as `Kube` uses.
@@ -71,15 +98,15 @@ def register(
 
     @kopf.on.create(*TTS, registry=registry)
     def on_create(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        run("create", body, logger)
+        run_body("create", body, logger)
 
     @kopf.on.update(*TTS, registry=registry)
     def on_update(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        run("update", body, logger)
+        run_body("update", body, logger)
 
     @kopf.on.resume(*TTS, registry=registry)
     def on_resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        run("resume", body, logger)
+        run_body("resume", body, logger)
 
     @kopf.timer(
         *TTS,
@@ -89,33 +116,20 @@ def register(
     )
     def resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         try:
-            run("resync", body, logger)
+            run_body("resync", body, logger)
         except (kopf.TemporaryError, kopf.PermanentError) as err:
             # Already in the status and (once) in an event; the next tick retries.
             logger.debug(f"resync: {err}")
 
-    def owner_of(body: kopf.Body) -> Manifest | None:
-        name = owner_name(raw(body))
-        namespace = body.get("metadata", {}).get("namespace")
-        if not name or not namespace:
-            return None
-        owner = ctx().kube.get(TTS_API_VERSION, "TTSService", namespace, name)
-        if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
-            return None
-        return owner
-
     def on_child(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         # The initial listing (type None) is covered by the resume handlers.
-        if event.get("type") is None:
-            return
-        owner = owner_of(body)
-        if owner is None:
+        name, namespace = owner_name(raw(body)), body.get("metadata", {}).get("namespace")
+        if event.get("type") is None or not name or not namespace:
             return
         try:
-            with observed("child"):
-                reconcile(ctx(), owner)
+            run("child", namespace, name, logger)
         except (kopf.TemporaryError, kopf.PermanentError) as err:
-            logger.info(f"owner {owner['metadata']['name']} not reconciled: {err}")
+            logger.info(f"owner {name} not reconciled: {err}")
 
     for group, version, plural in OWNED:
         kopf.on.event(
@@ -123,10 +137,7 @@ def register(
         )(on_child)
 
     @kopf.on.event(*PODS, registry=registry, labels=MANAGED)
-    def on_pod(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-        if event.get("type") is None:
-            return
-        owner = owner_of(body)
-        if owner is not None:
-            with observed("pod"):
-                refresh_status(ctx(), owner)
+    def on_pod(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        name, namespace = owner_name(raw(body)), body.get("metadata", {}).get("namespace")
+        if event.get("type") is not None and name and namespace:
+            run("pod", namespace, name, logger, status_only=True)
