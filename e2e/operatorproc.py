@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localcluster import LOOPBACK, Component, free_port, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 OPERATOR_BIN = Path(sys.executable).parent / "tts-operator"
 
@@ -79,6 +80,20 @@ class OperatorProcess:
             os.killpg(self.component.proc.pid, signal.SIGKILL)
             self.component.proc.wait(10)
             self.component.proc = None
+
+    def reconciles(self, handler: str | None = None) -> float:
+        """tts_operator_reconciles_total from the process's /metrics (all results)."""
+        url = f"http://{LOOPBACK}:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name != "tts_operator_reconciles_total":
+                    continue
+                if handler is None or sample.labels.get("handler") == handler:
+                    total += sample.value
+        return total
 
     def log_text(self) -> str:
         try:
