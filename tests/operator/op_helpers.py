@@ -27,3 +27,31 @@ def tts_body(
         "metadata": {"name": name, "namespace": namespace, "uid": "uid-1234", "generation": 3},
         "spec": spec,
     }
+
+
+def unschedulable_pod(
+    message: str, instance: str = "voice", namespace: str = "speech"
+) -> dict[str, Any]:
+    """A Pending runtime pod the scheduler could not place, with the scheduler's message."""
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{instance}-pod",
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "tts-runtime",
+                "app.kubernetes.io/instance": instance,
+            },
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                }
+            ],
+        },
+    }

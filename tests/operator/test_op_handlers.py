@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 import pytest
 from fake_kube import FakeKube
-from op_helpers import tts_body
+from op_helpers import tts_body, unschedulable_pod
 from tts_operator.handlers import register
 from tts_operator.reconcile import Context
 from tts_operator.settings import OperatorSettings
@@ -73,27 +73,7 @@ def test_child_of_a_deleted_owner_is_left_to_the_garbage_collector(
 def test_pod_event_refreshes_status_only(handlers: dict[str, Any], kube: FakeKube) -> None:
     handlers["register.<locals>.on_create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
     changes = kube.changes
-    pod = {
-        "kind": "Pod",
-        "metadata": {
-            "name": "voice-1",
-            "namespace": NS,
-            "labels": {
-                "app.kubernetes.io/name": "tts-runtime",
-                "app.kubernetes.io/instance": "voice",
-            },
-        },
-        "status": {
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
-                }
-            ]
-        },
-    }
+    pod = unschedulable_pod("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
     kube.add(pod)
     handlers["register.<locals>.on_pod"](event={"type": "ADDED"}, body=kopf.Body(pod), logger=LOG)
     assert kube.changes == changes

@@ -9,7 +9,7 @@ import kopf
 import pytest
 from fake_kube import FakeKube
 from kubernetes.client.exceptions import ApiException
-from op_helpers import tts_body
+from op_helpers import tts_body, unschedulable_pod
 from tts_operator.reconcile import HANDOVER_MANAGER, Context, owner_name, reconcile, refresh_status
 from tts_operator.settings import OperatorSettings
 
@@ -175,29 +175,7 @@ def test_status_follows_pods_without_applying(ctx: Context, kube: FakeKube) -> N
     stored_tts(kube, SPEC)
     run(ctx, kube)
     changes = kube.changes
-    kube.add(
-        {
-            "kind": "Pod",
-            "metadata": {
-                "name": "voice-abc",
-                "namespace": NS,
-                "labels": {
-                    "app.kubernetes.io/name": "tts-runtime",
-                    "app.kubernetes.io/instance": "voice",
-                },
-            },
-            "status": {
-                "conditions": [
-                    {
-                        "type": "PodScheduled",
-                        "status": "False",
-                        "reason": "Unschedulable",
-                        "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
-                    }
-                ]
-            },
-        }
-    )
+    kube.add(unschedulable_pod("0/2 nodes are available: 2 Insufficient nvidia.com/gpu."))
     body = kube.find("TTSService", NS, "voice")
     assert body is not None
     status = refresh_status(ctx, copy.deepcopy(body))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from op_helpers import unschedulable_pod
 from tts_operator.models import TTSServiceSpec
 from tts_operator.status import Observed, Problem, compute_status, degraded_status, pod_problem
 
@@ -29,23 +30,6 @@ def deployment(
             "conditions": [
                 {"type": "Available", "status": "True" if available else "False"},
                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
-            ],
-        },
-    }
-
-
-def pending_pod(message: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": "p"},
-        "status": {
-            "phase": "Pending",
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": message,
-                }
             ],
         },
     }
@@ -90,7 +74,7 @@ def test_rollout_in_progress() -> None:
 
 
 def test_pending_gpu_pods_are_insufficient_gpu_naming_the_resource() -> None:
-    pods = [pending_pod("0/3 nodes are available: 3 Insufficient nvidia.com/mig-1g.10gb.")]
+    pods = [unschedulable_pod("0/3 nodes are available: 3 Insufficient nvidia.com/mig-1g.10gb.")]
     spec = spec_of(runtime={"gpu": {"resourceName": "nvidia.com/mig-1g.10gb"}})
     c = conditions(status_of(Observed(deployment(ready=0, available=False), pods), spec))
     assert c["Degraded"]["status"] == "True"
@@ -101,7 +85,7 @@ def test_pending_gpu_pods_are_insufficient_gpu_naming_the_resource() -> None:
 
 def test_other_unschedulable_reasons_are_not_called_gpu() -> None:
     problem = pod_problem(
-        [pending_pod("0/1 nodes are available: 1 Insufficient cpu.")], "nvidia.com/gpu"
+        [unschedulable_pod("0/1 nodes are available: 1 Insufficient cpu.")], "nvidia.com/gpu"
     )
     assert problem is not None and problem.reason == "Unschedulable"
 
