@@ -92,25 +92,26 @@ def register(
 
     # A private registry has none of kopf's default login handlers: use the kubernetes
     # client's (in-cluster service account, else KUBECONFIG), the same as `Kube` uses.
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
-    @kopf.on.create(*TTS, registry=registry)
+    @kopf.on.create(*TTS, registry=registry, id="create")
     def on_create(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         run_body("create", body, logger)
 
-    @kopf.on.update(*TTS, registry=registry)
+    @kopf.on.update(*TTS, registry=registry, id="update")
     def on_update(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         run_body("update", body, logger)
 
-    @kopf.on.resume(*TTS, registry=registry)
+    @kopf.on.resume(*TTS, registry=registry, id="resume")
     def on_resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         run_body("resume", body, logger)
 
     @kopf.timer(
         *TTS,
         registry=registry,
+        id="resync",
         interval=settings.resync_seconds,
         initial_delay=settings.resync_seconds,
     )
@@ -136,7 +137,7 @@ def register(
             group, version, plural, registry=registry, labels=MANAGED, id=f"child-{plural}"
         )(on_child)
 
-    @kopf.on.event(*PODS, registry=registry, labels=MANAGED)
+    @kopf.on.event(*PODS, registry=registry, labels=MANAGED, id="pods")
     def on_pod(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         name, namespace = owner_name(raw(body)), body.get("metadata", {}).get("namespace")
         if event.get("type") is not None and name and namespace:

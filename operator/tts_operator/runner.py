@@ -16,13 +16,30 @@ from tts_operator.settings import OperatorSettings
 log = logging.getLogger("tts_operator")
 
 
+class QuietWatchers(logging.Filter):
+    """Drop kopf's per-event "Handler 'child-...' succeeded" lines below DEBUG: child and pod
+    events arrive by the dozen during a rollout; failures and reconcile results still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or logging.getLogger().level <= logging.DEBUG:
+            return True
+        message = record.getMessage()
+        return not (
+            message.startswith(("Handler 'child-", "Handler 'pods'"))
+            and message.endswith("succeeded.")
+        )
+
+
 def configure_logging(settings: OperatorSettings) -> None:
     """JSON lines carry the object's namespace/name under "object" (kopf's formatter)."""
     kopf.configure(
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="object",
     )
-    logging.getLogger().setLevel(settings.log_level.upper())
+    root = logging.getLogger()
+    root.setLevel(settings.log_level.upper())
+    for handler in root.handlers:
+        handler.addFilter(QuietWatchers())
 
 
 def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:

@@ -44,13 +44,13 @@ def body_of(kube: FakeKube, kind: str, name: str) -> kopf.Body:
 
 
 def test_create_builds_the_children(handlers: dict[str, Any], kube: FakeKube) -> None:
-    handlers["register.<locals>.on_create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
     assert kube.find("Deployment", NS, "voice") is not None
     assert kube.find("ConfigMap", NS, "voice-runtime") is not None
 
 
 def test_child_deletion_event_restores_it(handlers: dict[str, Any], kube: FakeKube) -> None:
-    handlers["register.<locals>.on_create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
     gone = body_of(kube, "Service", "voice")
     kube.delete("v1", "Service", NS, "voice")
     handlers["child-services"](event={"type": None}, body=gone, logger=LOG)
@@ -62,7 +62,7 @@ def test_child_deletion_event_restores_it(handlers: dict[str, Any], kube: FakeKu
 def test_child_of_a_deleted_owner_is_left_to_the_garbage_collector(
     handlers: dict[str, Any], kube: FakeKube
 ) -> None:
-    handlers["register.<locals>.on_create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
     orphan = body_of(kube, "Service", "voice")
     kube.delete("ttsoperator.io/v1alpha1", "TTSService", NS, "voice")
     kube.delete("v1", "Service", NS, "voice")
@@ -71,11 +71,11 @@ def test_child_of_a_deleted_owner_is_left_to_the_garbage_collector(
 
 
 def test_pod_event_refreshes_status_only(handlers: dict[str, Any], kube: FakeKube) -> None:
-    handlers["register.<locals>.on_create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
     changes = kube.changes
     pod = unschedulable_pod("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
     kube.add(pod)
-    handlers["register.<locals>.on_pod"](event={"type": "ADDED"}, body=kopf.Body(pod), logger=LOG)
+    handlers["pods"](event={"type": "ADDED"}, body=kopf.Body(pod), logger=LOG)
     assert kube.changes == changes
     owner = kube.find("TTSService", NS, "voice")
     assert owner is not None
@@ -85,8 +85,6 @@ def test_pod_event_refreshes_status_only(handlers: dict[str, Any], kube: FakeKub
 
 def test_resync_swallows_retryable_problems(handlers: dict[str, Any], kube: FakeKube) -> None:
     kube.delete("v1", "PersistentVolumeClaim", NS, "voices")
-    handlers["register.<locals>.resync"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    handlers["resync"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
     with pytest.raises(kopf.TemporaryError):
-        handlers["register.<locals>.on_update"](
-            body=body_of(kube, "TTSService", "voice"), logger=LOG
-        )
+        handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import kopf
 import pytest
 from prometheus_client import generate_latest
 from tts_operator import metrics
 from tts_operator.handlers import register
-from tts_operator.runner import kopf_settings, peering_objects
+from tts_operator.runner import QuietWatchers, kopf_settings, peering_objects
 from tts_operator.settings import OperatorSettings
 
 
@@ -36,7 +38,7 @@ def test_register_needs_no_cluster_and_covers_every_cause() -> None:
     registry = kopf.OperatorRegistry()
     register(OperatorSettings(resync_seconds=12), registry)
     ids = {h.id for h in registry._changing.get_all_handlers()}
-    assert {"register.<locals>.on_create", "register.<locals>.on_update"} <= ids
+    assert {"create", "update"} <= ids
     [timer] = registry._spawning.get_all_handlers()
     assert timer.interval == 12
     watched = {h.id for h in registry._watching.get_all_handlers()}
@@ -57,3 +59,14 @@ def test_observed_counts_results_and_reraises() -> None:
     assert 'tts_operator_reconcile_errors_total{error="TemporaryError",handler="unit"} 1.0' in text
     assert 'tts_operator_reconcile_duration_seconds_count{handler="unit"} 2.0' in text
     assert "unit" not in before
+
+
+def test_quiet_watchers_drops_only_routine_child_successes() -> None:
+    def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    quiet = QuietWatchers()
+    assert not quiet.filter(record("Handler 'child-services' succeeded."))
+    assert not quiet.filter(record("Handler 'pods' succeeded."))
+    assert quiet.filter(record("Handler 'create' succeeded."))
+    assert quiet.filter(record("Handler 'child-services' failed.", logging.ERROR))
