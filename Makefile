@@ -35,6 +35,7 @@ lint: setup
 crds: setup
 	$(BIN)/tts-operator crd --write crds/ttsservices.ttsoperator.io.yaml
 	$(BIN)/tts-operator docs --write docs/operator.md
+	$(BIN)/python tests/chart/readme_reference.py --write
 
 # Local cluster + chart + operator + TTSService + runtime + a real request (see hack/demo.sh).
 demo: setup
