@@ -12,7 +12,7 @@ from tts_operator.builders.common import MODEL_MOUNT, Manifest
 VOLUME = "model"
 FETCH_CONTAINER = "model-fetch"
 
-# Runs in the runtime image (it has Python): download URI and URI.json next to each other,
+# Runs in the runtime image (it has python3): download URI and URI.json next to each other,
 # atomically (a half-written model never looks complete), then exit.
 FETCH_SCRIPT = """\
 import os, shutil, sys, urllib.request
@@ -62,7 +62,7 @@ def model_delivery(uri: str, image: str, security_context: dict[str, Any]) -> Mo
         fetch = {
             "name": FETCH_CONTAINER,
             "image": image,
-            "command": ["python", "-c", FETCH_SCRIPT, uri, MODEL_MOUNT],
+            "command": ["python3", "-c", FETCH_SCRIPT, uri, MODEL_MOUNT],
             "volumeMounts": [{"name": VOLUME, "mountPath": MODEL_MOUNT}],
             "securityContext": security_context,
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
