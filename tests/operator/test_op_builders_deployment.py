@@ -1,0 +1,107 @@
+"""The Deployment builder: replicas, rollout, GPUs, probes, security, annotations, scheduling."""
+
+from __future__ import annotations
+
+from builder_helpers import IMAGE, children, container, kind, pod, spec_of
+from tts_operator.builders import build_children
+from tts_operator.builders.common import CONFIG_HASH_ANNOTATION
+from tts_operator.models import TTSServiceSpec
+
+
+def test_deployment_replicas_follow_autoscaling() -> None:
+    assert kind(children(spec_of(replicas=3)), "Deployment")["spec"]["replicas"] == 3
+    assert kind(children(spec_of()), "Deployment")["spec"]["replicas"] == 1
+    auto = kind(children(spec_of(autoscaling={"enabled": True})), "Deployment")
+    assert "replicas" not in auto["spec"]
+
+
+def test_rollout_defaults_surge_one_unavailable_zero() -> None:
+    strategy = kind(children(spec_of()), "Deployment")["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_gpu_limit_uses_the_configured_resource_name() -> None:
+    res = container(
+        spec_of(runtime={"gpu": {"count": 2, "resourceName": "nvidia.com/mig-1g.10gb"}})
+    )
+    assert res["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "2"
+    assert "nvidia.com/gpu" not in res["resources"]["limits"]
+    assert res["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+
+
+def test_cpu_only_has_no_gpu_limit_or_toleration() -> None:
+    spec = spec_of(runtime={"gpu": {"count": 0}})
+    assert "nvidia.com/gpu" not in container(spec)["resources"]["limits"]
+    assert "tolerations" not in pod(spec)
+
+
+def test_gpu_toleration_is_added_once() -> None:
+    default = pod(spec_of())["tolerations"]
+    assert default == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    own = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "x", "effect": "NoSchedule"}
+    extra = {"key": "dedicated", "operator": "Equal", "value": "tts"}
+    tol = pod(spec_of(scheduling={"tolerations": [own, extra]}))["tolerations"]
+    assert tol == [own, extra]
+
+
+def test_probes_tolerate_slow_model_loads() -> None:
+    c = container(spec_of(runtime={"startupTimeoutSeconds": 900}))
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_security_context_is_locked_down() -> None:
+    p = pod(spec_of())
+    sc = p["containers"][0]["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert p["securityContext"]["runAsNonRoot"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in p["containers"][0]["volumeMounts"]
+
+
+def test_grace_period_outlasts_the_drain() -> None:
+    p = pod(spec_of(runtime={"drainTimeoutSeconds": 40}))
+    assert p["terminationGracePeriodSeconds"] > 40
+
+
+def test_template_has_scrape_annotations_and_config_hash() -> None:
+    def template_annotations(spec: TTSServiceSpec) -> dict[str, str]:
+        meta = kind(children(spec), "Deployment")["spec"]["template"]["metadata"]
+        result: dict[str, str] = meta["annotations"]
+        return result
+
+    base = template_annotations(spec_of())
+    assert base["prometheus.io/scrape"] == "true" and base["prometheus.io/port"] == "8000"
+    assert base["prometheus.io/path"] == "/metrics"
+    assert template_annotations(spec_of()) == base  # deterministic
+    changed = template_annotations(spec_of(runtime={"batching": {"maxBatchSize": 4}}))
+    assert changed[CONFIG_HASH_ANNOTATION] != base[CONFIG_HASH_ANNOTATION]
+
+
+def test_extra_env_and_image_overrides() -> None:
+    env = [
+        {"name": "A", "value": "1"},
+        {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "x"}}},
+    ]
+    c = container(spec_of(runtime={"env": env, "image": "mine:1", "imagePullPolicy": "Always"}))
+    assert c["env"] == env
+    assert c["image"] == "mine:1" and c["imagePullPolicy"] == "Always"
+    assert container(spec_of())["image"] == IMAGE
+
+
+def test_scheduling_pass_through(full_spec: TTSServiceSpec) -> None:
+    p = build_children("amy", "tts", full_spec, IMAGE).desired[1]["spec"]["template"]["spec"]
+    assert p["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert p["priorityClassName"] == "tts-high" and p["runtimeClassName"] == "nvidia"
+    assert "nodeAffinity" in p["affinity"]
+    [spread] = p["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "amy"
+    assert p["tolerations"][0]["key"] == "nvidia.com/mig-1g.10gb"
