@@ -13,6 +13,8 @@ from localcluster import LOOPBACK, Component, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 OPERATOR_BIN = Path(sys.executable).parent / "tts-operator"
+# Short loops so drift and retries show up within a test's patience.
+RESYNC_SECONDS = 5
 
 
 @dataclass
@@ -39,8 +41,7 @@ class OperatorProcess:
                 "TTS_OPERATOR_LOG_FORMAT": "text",
                 "TTS_OPERATOR_LOG_LEVEL": "debug",
                 "TTS_OPERATOR_PRIORITY": str(self.priority),
-                # Short loops so drift and retries show up within a test's patience.
-                "TTS_OPERATOR_RESYNC_SECONDS": "5",
+                "TTS_OPERATOR_RESYNC_SECONDS": str(RESYNC_SECONDS),
                 "TTS_OPERATOR_RETRY_SECONDS": "2",
                 "PYTHONUNBUFFERED": "1",
             }

@@ -1,0 +1,32 @@
+"""Scenario 5: deleting a TTSService removes every child through the garbage collector."""
+
+from __future__ import annotations
+
+from children import instance_selector, labelled_children, read_children
+from kubeapi import Kube, tts_body, wait_for
+from operatorproc import OperatorProcess
+
+NAME = "doomed"
+
+
+def test_delete_removes_every_child(
+    kube: Kube, running_operator: OperatorProcess, namespace: str
+) -> None:
+    spec = {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 2}}
+    kube.create_tts(namespace, tts_body(NAME, spec))
+    kube.wait_tts_ready(namespace, NAME, timeout=120)
+    assert len(read_children(kube, namespace, NAME)) == 5
+    assert kube.pods(namespace, instance_selector(NAME))
+
+    kube.delete_tts(namespace, NAME)
+
+    wait_for("the TTSService to be gone", lambda: not kube.tts_exists(namespace, NAME), 60)
+    wait_for(
+        "every labelled child to be collected",
+        lambda: not any(labelled_children(kube, namespace, NAME).values()),
+        90,
+    )
+    wait_for("the pods to be gone", lambda: not kube.pods(namespace, instance_selector(NAME)), 90)
+    # Gone, not just relabelled: the agreed names are free again.
+    assert not kube.exists(lambda: kube.deployment(namespace, NAME))
+    assert not kube.exists(lambda: kube.configmap(namespace, f"{NAME}-runtime"))
