@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd")
 WARM_UP_TEXT = "Warm up."
+# A sentence of typical length: what batch sizes pay is measured on this.
+CALIBRATION_TEXT = "The quick brown fox jumps over the lazy dog before the evening train departs."
 
 
 class ServedEngine(SynthesisEngine, Protocol):
@@ -156,11 +158,13 @@ class Runtime:
     async def _warm_up(self) -> None:
         """One real batch through the whole path before /readyz says yes."""
         try:
+            scales = self.config.default_scales()
             ids = self.front_end.phoneme_ids(WARM_UP_TEXT)
-            jobs = self.batcher.submit(
-                [SynthesisItem(ids)], self.config.default_scales(), timeout_s=600
-            )
+            jobs = self.batcher.submit([SynthesisItem(ids)], scales, timeout_s=600)
             await self.batcher.result(jobs[0])
+            if self.settings.max_batch_size > 1:
+                typical = SynthesisItem(self.front_end.phoneme_ids(CALIBRATION_TEXT))
+                await self.batcher.calibrate(typical, scales)
             self.warmed_up = True
             log.info(
                 "warm-up batch done; ready on %s (%s)", self.engine.provider, self.engine.precision
@@ -193,6 +197,7 @@ class Runtime:
             "precision": self.engine.precision,
             "fallback_reason": self.engine.fallback_reason,
             "sample_rate": self.engine.sample_rate,
+            "batch_limit": self.batcher.batch_limit,
             "queue_depth": self.batcher.queue_depth,
             "in_flight": self.in_flight.count,
         }

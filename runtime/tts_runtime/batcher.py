@@ -25,7 +25,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # Above this share of padded phoneme slots a segment waits for a better-matched
 # batch: on CPU padding costs as much compute as real phonemes.
 DEFAULT_MAX_PADDING_RATIO = 0.5
+# A bigger batch must cut the time per item by this share to be worth forming.
+CALIBRATION_GAIN = 0.05
 
 
 class BatcherError(Exception):
@@ -115,6 +117,16 @@ class BatchStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
+def doublings(limit: int) -> list[int]:
+    """1, 2, 4, ... up to and including limit."""
+    sizes = [1]
+    while sizes[-1] * 2 < limit:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != limit:
+        sizes.append(limit)
+    return sizes
+
+
 def padding_ratio(lengths: Sequence[int]) -> float:
     """Share of the padded [B, max_len] input that is padding."""
     if not lengths:
@@ -135,11 +147,14 @@ class Batcher:
         max_queue_size: int = 256,
         max_padding_ratio: float = DEFAULT_MAX_PADDING_RATIO,
         metrics: RuntimeMetrics | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, delay >= 0")
         self._engine = engine
         self._max_batch_size = max_batch_size
+        self._batch_limit = max_batch_size  # lowered by calibrate() where batching does not pay
+        self._timer = timer
         self._max_queue_delay_s = max_queue_delay_s
         self._max_queue_size = max_queue_size
         self._max_padding_ratio = max_padding_ratio
@@ -202,6 +217,55 @@ class Batcher:
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch the scheduler forms now (<= max_batch_size)."""
+        return self._batch_limit
+
+    async def calibrate(
+        self, item: SynthesisItem, scales: SynthesisScales, *, repeats: int = 3
+    ) -> int:
+        """Find the largest batch size that still pays on this hardware and use it.
+
+        Times batches of copies of `item` at 1, 2, 4, ... max_batch_size and keeps
+        growing while the time per item falls by at least CALIBRATION_GAIN. On a GPU
+        that is usually max_batch_size; on a CPU, where the engine already spreads one
+        item over every core, per-item time does not fall with batch size and the
+        limit stays 1, so batching never makes a CPU pod slower than batch=1."""
+        best_size, best_cost = 1, await self._time_per_item(item, scales, 1, repeats)
+        for size in doublings(self._max_batch_size)[1:]:
+            try:
+                cost = await self._time_per_item(item, scales, size, repeats)
+            except Exception as exc:
+                log.warning("calibration stopped at batch size %d: %r", size, exc)
+                break
+            if cost > best_cost * (1 - CALIBRATION_GAIN):
+                break
+            best_size, best_cost = size, cost
+        self._batch_limit = best_size
+        log.info(
+            "batch limit %d of %d (%.1f ms per item at that size)",
+            best_size,
+            self._max_batch_size,
+            best_cost * 1000,
+        )
+        return best_size
+
+    async def _time_per_item(
+        self, item: SynthesisItem, scales: SynthesisScales, size: int, repeats: int
+    ) -> float:
+        assert self._executor is not None, "start() the batcher first"
+        loop = asyncio.get_running_loop()
+        best = math.inf
+        for _ in range(repeats):
+            outcome = await loop.run_in_executor(
+                self._executor, self._synthesize, [item] * size, scales
+            )
+            if outcome.error is not None:
+                raise RuntimeError(f"engine failed: {outcome.error!r}") from outcome.error
+            best = min(best, outcome.seconds / size)
+        return best
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[None]:
@@ -292,7 +356,7 @@ class Batcher:
             compatible = [job for job in eligible if job.scales == head.scales]
             hold_until = head.enqueued_at + self._max_queue_delay_s
             now = time.monotonic()
-            if len(compatible) >= self._max_batch_size or self._preparing == 0 or now >= hold_until:
+            if len(compatible) >= self._batch_limit or self._preparing == 0 or now >= hold_until:
                 return self._select(head, compatible)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -305,7 +369,7 @@ class Batcher:
             compatible[1:], key=lambda job: (abs(job.length - head.length), job.enqueued_at)
         )
         for job in by_closeness:
-            if len(batch) == self._max_batch_size:
+            if len(batch) == self._batch_limit:
                 break
             lengths = [j.length for j in batch] + [job.length]
             if padding_ratio(lengths) <= self._max_padding_ratio:
@@ -345,16 +409,16 @@ class Batcher:
     def _synthesize(self, items: list[SynthesisItem], scales: SynthesisScales) -> _Outcome:
         """Runs in the inference thread. Catches everything: whatever the engine does,
         the outcome goes back to the event loop as data."""
-        started = time.perf_counter()
+        started = self._timer()
         try:
             audios = self._engine.synthesize(items, scales)
             if len(audios) != len(items):
                 raise RuntimeError(
                     f"engine returned {len(audios)} outputs for a batch of {len(items)}"
                 )
-            return _Outcome(audios=list(audios), seconds=time.perf_counter() - started)
+            return _Outcome(audios=list(audios), seconds=self._timer() - started)
         except BaseException as exc:  # a dying engine must not take the batcher with it
-            return _Outcome(error=exc, seconds=time.perf_counter() - started)
+            return _Outcome(error=exc, seconds=self._timer() - started)
 
     def _deliver(self, batch: list[Job], outcome: _Outcome, retry_singly: bool) -> None:
         self._outstanding -= 1
@@ -431,5 +495,5 @@ class Batcher:
             self._metrics.queue_depth.set(len(self._queue))
 
     def _retry_after_s(self) -> int:
-        batches_ahead = math.ceil(len(self._queue) / self._max_batch_size)
+        batches_ahead = math.ceil(len(self._queue) / self._batch_limit)
         return max(1, min(30, math.ceil(batches_ahead * self._batch_seconds_ewma)))

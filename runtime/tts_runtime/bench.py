@@ -75,7 +75,24 @@ class LevelResult:
     seconds: float
     audio_seconds: float
     latencies: list[float] = field(default_factory=list)
-    mean_batch: float | None = None
+    batch_sum: float = 0.0
+    batch_count: float = 0.0
+
+    @property
+    def mean_batch(self) -> float | None:
+        if self.batch_count:
+            return self.batch_sum / self.batch_count
+        return None
+
+    def add(self, other: LevelResult) -> None:
+        """Pool another pass of the same target and concurrency into this one."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.seconds += other.seconds
+        self.audio_seconds += other.audio_seconds
+        self.latencies += other.latencies
+        self.batch_sum += other.batch_sum
+        self.batch_count += other.batch_count
 
     @property
     def rps(self) -> float:
@@ -100,12 +117,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp32")
     parser.add_argument("--concurrency", default="1,8,32", help="comma list")
     parser.add_argument(
-        "--rounds",
+        "--requests-per-client",
         type=int,
         default=2,
-        help="requests per level = max(--min-requests, rounds x concurrency)",
+        help="requests per level = max(--min-requests, this x concurrency)",
     )
     parser.add_argument("--min-requests", type=int, default=8)
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="split each level into this many passes, alternating the servers, so a "
+        "shared machine's background load falls on all of them alike",
+    )
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue-delay-ms", type=float, default=10.0)
     parser.add_argument("--no-peer", action="store_true", help="skip piper's own server")
@@ -123,14 +147,59 @@ def run_benchmark(args: argparse.Namespace) -> int:
             print(f"built the {args.size} test voice in {model_path}", flush=True)
         else:
             model_path = args.model_path
+        scaling = _engine_scaling(model_path, args)
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tts-bench-logs-")))
         targets = _start_targets(args, model_path, logs, stack)
+        limit = httpx.get(f"{targets[1].url}/readyz", timeout=10).json().get("batch_limit")
         results = asyncio.run(_drive_all(targets, levels, args))
     report = _report(results, levels, [t.name for t in targets], args, model_path)
+    report += "\n\n" + _scaling_report(scaling, limit)
     print(report)
     if args.markdown:
         args.markdown.write_text(report + "\n")
     return 0
+
+
+# -- the engine alone ----------------------------------------------------------------
+
+
+def _engine_scaling(model_path: Path, args: argparse.Namespace) -> list[tuple[int, float]]:
+    """Seconds per item of the engine alone at growing batch sizes (identical typical
+    sentences, no padding, no HTTP): the ceiling any batcher can reach here."""
+    from tts_runtime.app import CALIBRATION_TEXT
+    from tts_runtime.batcher import doublings
+    from tts_runtime.engine import OnnxEngine
+    from tts_runtime.engine_types import SynthesisItem
+    from tts_runtime.text import TextFrontEnd
+
+    engine = OnnxEngine.load(model_path, args.precision, args.device)
+    item = SynthesisItem(TextFrontEnd(engine.config).phoneme_ids(CALIBRATION_TEXT))
+    scales = engine.config.default_scales()
+    engine.synthesize([item], scales)
+    rows = []
+    for size in doublings(args.max_batch_size):
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            engine.synthesize([item] * size, scales)
+            times.append(time.perf_counter() - started)
+        rows.append((size, min(times) / size))
+        print(f"engine alone, batch {size}: {rows[-1][1] * 1000:.1f} ms per item", flush=True)
+    print(f"engine: {engine.provider}, {engine.precision}", flush=True)
+    return rows
+
+
+def _scaling_report(rows: list[tuple[int, float]], limit: object) -> str:
+    lines = [
+        "Engine alone (no HTTP, identical sentences, no padding): time per item by batch "
+        f"size. The dynamic server calibrated its batch limit to {limit}.",
+        "",
+        "| batch | ms per item | items/s vs batch 1 |",
+        "|--:|--:|--:|",
+    ]
+    base = rows[0][1]
+    lines += [f"| {size} | {cost * 1000:.1f} | {base / cost:.2f}x |" for size, cost in rows]
+    return "\n".join(lines)
 
 
 # -- servers -----------------------------------------------------------------------
@@ -225,11 +294,19 @@ async def _drive_all(
             path, body = target.request(SENTENCES[0])
             (await client.post(path, json=body)).raise_for_status()
     for concurrency in levels:
-        requests = max(args.min_requests, args.rounds * concurrency)
+        requests = max(args.min_requests, args.requests_per_client * concurrency)
+        per_pass = max(concurrency, -(-requests // args.passes))
+        pooled: dict[str, LevelResult] = {}
+        for _ in range(args.passes):
+            for target in targets:
+                result = await _drive(target, concurrency, per_pass)
+                if target.name in pooled:
+                    pooled[target.name].add(result)
+                else:
+                    pooled[target.name] = result
         for target in targets:
-            result = await _drive(target, concurrency, requests)
-            results.append(result)
-            print(_line(result), flush=True)
+            results.append(pooled[target.name])
+            print(_line(pooled[target.name]), flush=True)
     return results
 
 
@@ -258,10 +335,10 @@ async def _drive(target: Target, concurrency: int, requests: int) -> LevelResult
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
         result.seconds = time.perf_counter() - started
     after = await _batch_totals(target)
-    if before is not None and after is not None and after[1] > before[1]:
-        result.mean_batch = (after[0] - before[0]) / (after[1] - before[1])
-    elif not target.is_runtime:
-        result.mean_batch = 1.0  # piper runs each request on its own
+    if before is not None and after is not None:
+        result.batch_sum, result.batch_count = after[0] - before[0], after[1] - before[1]
+    else:  # piper runs each request on its own
+        result.batch_sum = result.batch_count = float(len(result.latencies))
     return result
 
 

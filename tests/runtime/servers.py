@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from tts_runtime.app import CALIBRATION_TEXT, WARM_UP_TEXT
 from tts_runtime.engine import OnnxEngine
 from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
+from tts_runtime.text import TextFrontEnd
 from tts_runtime.voice import VoiceConfig
 
 
@@ -29,15 +31,32 @@ def free_port() -> int:
 
 class GatedEngine:
     """The real OnnxEngine, except that batches `held(items)` picks wait for `gate`.
-    Lets a test decide WHEN the worker finishes, without changing WHAT it computes."""
+    Lets a test decide WHEN the worker finishes, without changing WHAT it computes.
 
-    def __init__(self, engine: OnnxEngine, held: Callable[[Sequence[SynthesisItem]], bool]) -> None:
+    The app's own start-up batches (warm-up, batch-size calibration) pass freely
+    unless hold_startup, and are kept apart in `startup_batches`: `batches` and
+    `entered` hold only what requests caused."""
+
+    def __init__(
+        self,
+        engine: OnnxEngine,
+        held: Callable[[Sequence[SynthesisItem]], bool],
+        *,
+        hold_startup: bool = False,
+    ) -> None:
         self._engine = engine
         self._held = held
+        self._hold_startup = hold_startup
+        front_end = TextFrontEnd(engine.config)
+        self._startup_ids = {front_end.phoneme_ids(t) for t in (WARM_UP_TEXT, CALIBRATION_TEXT)}
         self.gate = threading.Event()
         self.batches: list[list[SynthesisItem]] = []
         self.scales: list[SynthesisScales] = []
         self.entered: list[list[SynthesisItem]] = []  # batches the worker took, held or not
+        self.startup_batches: list[list[SynthesisItem]] = []
+
+    def is_startup(self, items: Sequence[SynthesisItem]) -> bool:
+        return all(item.phoneme_ids in self._startup_ids for item in items)
 
     @property
     def config(self) -> VoiceConfig:
@@ -60,6 +79,11 @@ class GatedEngine:
         return self._engine.precision
 
     def synthesize(self, items: Sequence[SynthesisItem], scales: SynthesisScales) -> list[Audio]:
+        if self.is_startup(items):
+            if self._hold_startup:
+                assert self.gate.wait(timeout=30), "test gate never opened"
+            self.startup_batches.append(list(items))
+            return self._engine.synthesize(items, scales)
         self.entered.append(list(items))
         if self._held(items):
             assert self.gate.wait(timeout=30), "test gate never opened"

@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from servers import GatedEngine, live_server
 from tts_runtime.app import StartupError, create_app
 from tts_runtime.engine import OnnxEngine
-from tts_runtime.engine_types import SynthesisItem
 from tts_runtime.settings import RuntimeSettings
 from tts_runtime.text import TextFrontEnd
 
@@ -59,11 +58,6 @@ def client(engine: OnnxEngine, small_model_dir: Path) -> Iterator[TestClient]:
         yield test_client
 
 
-def not_warm_up(ids_of: TextFrontEnd) -> Callable[[Sequence[SynthesisItem]], bool]:
-    warm_up = ids_of.phoneme_ids("Warm up.")
-    return lambda items: any(item.phoneme_ids != warm_up for item in items)
-
-
 def run(body: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(asyncio.wait_for(body(), timeout=60))
 
@@ -98,7 +92,7 @@ async def worker_took(gated: GatedEngine, batches: int) -> None:
 def test_readyz_false_until_the_warm_up_batch_ran(
     engine: OnnxEngine, small_model_dir: Path
 ) -> None:
-    gated = GatedEngine(engine, held=lambda items: True)
+    gated = GatedEngine(engine, held=lambda items: True, hold_startup=True)
     with TestClient(create_app(settings_for(small_model_dir), gated)) as client:
         time.sleep(0.1)
         waiting = client.get("/readyz")
@@ -111,7 +105,10 @@ def test_readyz_false_until_the_warm_up_batch_ran(
     assert details["provider"] == "CPUExecutionProvider"
     assert details["precision"] == "fp32"
     assert details["fallback_reason"] is None
-    assert len(gated.batches) == 1
+    assert gated.startup_batches[0][0].phoneme_ids == TextFrontEnd(engine.config).phoneme_ids(
+        "Warm up."
+    )
+    assert details["batch_limit"] in (1, 2, 4, 8)
 
 
 def test_readyz_reports_the_cpu_fallback_of_an_fp16_request(small_model_dir: Path) -> None:
@@ -148,7 +145,7 @@ def test_voices_come_from_the_speaker_map_and_select_the_speaker(
         assert names == ["speaker_0", "speaker_1", "speaker_2"]
         assert client.post("/v1/audio/speech", json=speech(voice="speaker_2")).status_code == 200
         assert client.post("/v1/audio/speech", json=speech(voice={"id": "speaker_1"})).is_success
-    assert [b[0].speaker_id for b in gated.batches[1:]] == [2, 1]
+    assert [b[0].speaker_id for b in gated.batches] == [2, 1]
 
 
 def test_tts_voices_naming_a_missing_speaker_stops_startup(
@@ -198,7 +195,7 @@ def test_speed_divides_the_length_scale(engine: OnnxEngine, small_model_dir: Pat
         fast = client.post("/v1/audio/speech", json=speech(speed=4.0, response_format="pcm"))
         slow = client.post("/v1/audio/speech", json=speech(speed=0.25, response_format="pcm"))
     base = engine.config.length_scale
-    assert [s.length_scale for s in gated.scales[1:]] == [base / 4.0, base / 0.25]
+    assert [s.length_scale for s in gated.scales] == [base / 4.0, base / 0.25]
     assert len(fast.content) < len(slow.content)
 
 
@@ -211,7 +208,7 @@ def test_long_input_is_split_into_sentences_and_joined(
         text = "First sentence here. Second one; third one? Fourth!"
         response = client.post("/v1/audio/speech", json=speech(input=text, response_format="pcm"))
     assert response.status_code == 200
-    segments = [item for batch in gated.batches[1:] for item in batch]
+    segments = [item for batch in gated.batches for item in batch]
     assert len(segments) == 4
     front_end = TextFrontEnd(engine.config)
     assert segments[0].phoneme_ids == front_end.phoneme_ids("First sentence here.")
@@ -297,13 +294,13 @@ def test_request_outcomes_are_counted(client: TestClient) -> None:
 def test_full_queue_answers_429_with_retry_after_at_once(
     engine: OnnxEngine, small_model_dir: Path
 ) -> None:
-    gated = GatedEngine(engine, held=not_warm_up(TextFrontEnd(engine.config)))
+    gated = GatedEngine(engine, held=lambda _: True)
     app = create_app(settings_for(small_model_dir, max_queue_size=2), gated)
 
     async def body() -> None:
         async with serving(app) as client:
             running = asyncio.create_task(client.post("/v1/audio/speech", json=speech()))
-            await worker_took(gated, 2)  # the warm-up, then this request (held)
+            await worker_took(gated, 1)  # this request, held in the engine
             queued = [
                 asyncio.create_task(client.post("/v1/audio/speech", json=speech(input=f"Hi {n}.")))
                 for n in range(2)
@@ -324,13 +321,13 @@ def test_request_past_its_deadline_in_the_queue_gets_504_and_never_runs(
     engine: OnnxEngine, small_model_dir: Path
 ) -> None:
     front_end = TextFrontEnd(engine.config)
-    gated = GatedEngine(engine, held=not_warm_up(front_end))
+    gated = GatedEngine(engine, held=lambda _: True)
     app = create_app(settings_for(small_model_dir, request_timeout_s=0.3), gated)
 
     async def body() -> None:
         async with serving(app) as client:
             running = asyncio.create_task(client.post("/v1/audio/speech", json=speech()))
-            await worker_took(gated, 2)  # the first request now sits in the held batch
+            await worker_took(gated, 1)  # the first request now sits in the held batch
             late = await client.post("/v1/audio/speech", json=speech(input="Too late."))
             assert late.status_code == 504
             assert late.json()["error"]["code"] == "timeout"
@@ -361,11 +358,8 @@ def test_stream_sends_the_first_sentence_before_later_ones_are_synthesized(
 ) -> None:
     front_end = TextFrontEnd(engine.config)
     first = front_end.phoneme_ids("First part.")
-    warm_up = front_end.phoneme_ids("Warm up.")
-    # Hold every batch but the warm-up and the one holding the first sentence.
-    gated = GatedEngine(
-        engine, held=lambda items: all(i.phoneme_ids not in (first, warm_up) for i in items)
-    )
+    # Hold every batch but the one holding the first sentence.
+    gated = GatedEngine(engine, held=lambda items: all(i.phoneme_ids != first for i in items))
     app = create_app(settings_for(small_model_dir), gated)
     text = "First part. " + " ".join(f"Then sentence number {n}." for n in range(6))
     request = speech(input=text, stream=True)
@@ -381,12 +375,12 @@ def test_stream_sends_the_first_sentence_before_later_ones_are_synthesized(
         while len(received) <= 44:
             received += next(chunks)
         # Audio arrived while every later sentence is still held in the engine.
-        assert len(gated.batches) == 2
+        assert len(gated.batches) == 1
         assert received[:4] == b"RIFF" and received[40:44] == b"\xff\xff\xff\xff"
         gated.gate.set()
         for chunk in chunks:
             received += chunk
-    later = [b for b in gated.batches[2:]]
+    later = gated.batches[1:]
     assert len(later) == 6 and all(len(b) == 1 for b in later)
     samples = np.frombuffer(received[44:], dtype="<i2")
     assert samples.size > 7 * 256

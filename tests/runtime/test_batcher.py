@@ -394,3 +394,64 @@ def test_padding_ratio() -> None:
     assert padding_ratio([]) == 0.0
     assert padding_ratio([5, 5]) == 0.0
     assert padding_ratio([1, 3]) == pytest.approx(1 / 3)
+
+
+class CostedEngine(RecordingEngine):
+    """Advances a fake clock by cost(batch size) per call: calibration decisions are
+    tested on a cost model, not on this machine's timing."""
+
+    def __init__(self, cost: Callable[[int], float]) -> None:
+        super().__init__()
+        self.cost = cost
+        self.now = 0.0
+
+    def synthesize(self, items: Sequence[SynthesisItem], scales: SynthesisScales) -> list[Audio]:
+        self.now += self.cost(len(items))
+        return super().synthesize(items, scales)
+
+
+@pytest.mark.parametrize(
+    ("cost", "max_batch", "limit", "sizes_tried"),
+    [
+        # GPU-like: a batch costs little more than one item.
+        (lambda b: 10.0 + b, 8, 8, [1, 2, 4, 8]),
+        # CPU-like: per-item time grows with the batch (what this 2-core machine shows).
+        (lambda b: 10.0 * b * (1 + 0.02 * b), 8, 1, [1, 2]),
+        # Pays up to 4, not beyond.
+        (lambda b: {1: 10.0, 2: 12.0, 4: 16.0, 8: 40.0}[b], 8, 4, [1, 2, 4, 8]),
+        # A gain under 5% is not worth the batch.
+        (lambda b: 10.0 * b * 0.97, 8, 1, [1, 2]),
+        (lambda b: 10.0 + b, 6, 6, [1, 2, 4, 6]),
+    ],
+)
+def test_calibration_keeps_the_batch_sizes_that_pay(
+    cost: Callable[[int], float], max_batch: int, limit: int, sizes_tried: list[int]
+) -> None:
+    async def body() -> None:
+        engine = CostedEngine(cost)
+        batcher = await started(engine, max_batch_size=max_batch, timer=lambda: engine.now)
+        assert batcher.batch_limit == max_batch
+        assert await batcher.calibrate(item(1, 2, 3), SCALES, repeats=2) == limit
+        assert batcher.batch_limit == limit
+        assert sorted({len(b) for b in engine.batches}) == sizes_tried
+        await batcher.stop()
+
+    run(body)
+
+
+def test_calibrated_limit_caps_the_batches() -> None:
+    async def body() -> None:
+        engine = CostedEngine(lambda b: 10.0 * b * 1.1)
+        batcher = await started(engine, max_batch_size=8, timer=lambda: engine.now)
+        await batcher.calibrate(item(1), SCALES)
+        engine.batches.clear()
+        blocker = await hold_worker(batcher, engine)
+        jobs = batcher.submit([item(2), item(3), item(4)], SCALES, timeout_s=30)
+        engine.gate.set()
+        for job in jobs:
+            await batcher.result(job)
+        await blocker
+        assert engine.batches == [[(0,)], [(2,)], [(3,)], [(4,)]]
+        await batcher.stop()
+
+    run(body)
