@@ -102,8 +102,11 @@ class OperatorProcess:
         except OSError:
             return ""
 
-    def wait_log(self, needle: str, timeout: float = 30) -> None:
-        wait_until(f"{needle!r} in {self.name}'s log", lambda: needle in self.log_text(), timeout)
+    def wait_log(self, needle: str, timeout: float = 30, after: int = 0) -> None:
+        """Wait for `needle` in the log written after offset `after` (see log_size)."""
+        wait_until(
+            f"{needle!r} in {self.name}'s log", lambda: needle in self.log_text()[after:], timeout
+        )
 
     def log_size(self) -> int:
         return len(self.log_text())
