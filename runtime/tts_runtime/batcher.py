@@ -232,40 +232,41 @@ class Batcher:
         growing while the time per item falls by at least CALIBRATION_GAIN. On a GPU
         that is usually max_batch_size; on a CPU, where the engine already spreads one
         item over every core, per-item time does not fall with batch size and the
-        limit stays 1, so batching never makes a CPU pod slower than batch=1."""
-        best_size, best_cost = 1, await self._time_per_item(item, scales, 1, repeats)
+        limit stays 1, so batching never makes a CPU pod slower than batch=1.
+
+        Each candidate is timed alternately with the current best (best, candidate,
+        best, ...; the fastest run of each counts), so load that comes and goes on a
+        shared machine weighs on both sides alike."""
+        best_size = 1
         for size in doublings(self._max_batch_size)[1:]:
             try:
-                cost = await self._time_per_item(item, scales, size, repeats)
+                best_cost, cost = await self._compare(item, scales, best_size, size, repeats)
             except Exception as exc:
                 log.warning("calibration stopped at batch size %d: %r", size, exc)
                 break
             if cost > best_cost * (1 - CALIBRATION_GAIN):
                 break
-            best_size, best_cost = size, cost
+            best_size = size
         self._batch_limit = best_size
-        log.info(
-            "batch limit %d of %d (%.1f ms per item at that size)",
-            best_size,
-            self._max_batch_size,
-            best_cost * 1000,
-        )
+        log.info("batch limit %d of %d", best_size, self._max_batch_size)
         return best_size
 
-    async def _time_per_item(
-        self, item: SynthesisItem, scales: SynthesisScales, size: int, repeats: int
-    ) -> float:
+    async def _compare(
+        self, item: SynthesisItem, scales: SynthesisScales, a: int, b: int, repeats: int
+    ) -> tuple[float, float]:
+        """Best seconds per item at batch sizes a and b, timed alternately."""
         assert self._executor is not None, "start() the batcher first"
         loop = asyncio.get_running_loop()
-        best = math.inf
+        best = {a: math.inf, b: math.inf}
         for _ in range(repeats):
-            outcome = await loop.run_in_executor(
-                self._executor, self._synthesize, [item] * size, scales
-            )
-            if outcome.error is not None:
-                raise RuntimeError(f"engine failed: {outcome.error!r}") from outcome.error
-            best = min(best, outcome.seconds / size)
-        return best
+            for size in (a, b):
+                outcome = await loop.run_in_executor(
+                    self._executor, self._synthesize, [item] * size, scales
+                )
+                if outcome.error is not None:
+                    raise RuntimeError(f"engine failed: {outcome.error!r}") from outcome.error
+                best[size] = min(best[size], outcome.seconds / size)
+        return best[a], best[b]
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[None]:
