@@ -83,9 +83,11 @@ class Job:
     item: SynthesisItem
     scales: SynthesisScales
     enqueued_at: float
-    deadline: float
+    timeout_s: float
     future: asyncio.Future[Audio]
     after: Job | None = None  # a streamed segment waits until the one before it has started
+    # When it must have started: its timeout counts from when it became runnable.
+    deadline: float = math.inf
     state: _State = _State.QUEUED
 
     @property
@@ -291,7 +293,9 @@ class Batcher:
 
         in_order (streaming): each segment becomes eligible only once the one before
         it has started, so the first segment is never held back in a batch with the
-        rest of its own text and time to first audio does not grow with the text."""
+        rest of its own text and time to first audio does not grow with the text.
+        Each segment's timeout then counts from when it became eligible, so a long
+        stream is not cut short merely for being long."""
         if self._stopping or self._scheduler is None:
             raise BatcherStoppedError("the batcher is not running")
         if len(items) > self._max_queue_size:
@@ -306,7 +310,10 @@ class Batcher:
         jobs: list[Job] = []
         for item in items:
             after = jobs[-1] if in_order and jobs else None
-            jobs.append(Job(item, scales, now, now + timeout_s, loop.create_future(), after))
+            job = Job(item, scales, now, timeout_s, loop.create_future(), after)
+            if after is None:
+                job.deadline = now + timeout_s
+            jobs.append(job)
         self._queue.extend(jobs)
         self._update_depth()
         self._wake.set()
@@ -315,6 +322,9 @@ class Batcher:
     async def result(self, job: Job) -> Audio:
         """Await one segment's audio; DeadlineExceededError if it is still queued
         when its deadline passes (it is then dropped, never run)."""
+        while math.isinf(job.deadline) and not job.future.done():
+            # Its predecessor has not started yet; its own clock has not started either.
+            await asyncio.wait([job.future], timeout=0.05)
         remaining = job.deadline - time.monotonic()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(remaining, 0))
@@ -477,6 +487,10 @@ class Batcher:
     def _remove(self, job: Job) -> None:
         with contextlib.suppress(ValueError):
             self._queue.remove(job)
+        now = time.monotonic()
+        for successor in self._queue:  # the next segment of a stream is runnable now
+            if successor.after is job:
+                successor.deadline = now + successor.timeout_s
         self._update_depth()
 
     def _settle(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -162,6 +163,29 @@ def test_in_order_segments_start_one_batch_after_another() -> None:
             await batcher.result(job)
         await blocker
         assert engine.batches[1:] == [[(1,), (9,)], [(2,)], [(3,)]]
+        await batcher.stop()
+
+    run(body)
+
+
+def test_in_order_segment_timeouts_count_from_when_each_became_runnable() -> None:
+    """A stream longer than one timeout is not cut short for being long: each later
+    segment's clock starts when the one before it starts."""
+
+    class Slow(RecordingEngine):
+        def synthesize(
+            self, items: Sequence[SynthesisItem], scales: SynthesisScales
+        ) -> list[Audio]:
+            time.sleep(0.1)
+            return super().synthesize(items, scales)
+
+    async def body() -> None:
+        engine = Slow()
+        batcher = await started(engine)
+        stream = batcher.submit([item(n) for n in range(1, 6)], SCALES, 0.25, in_order=True)
+        audios = [await batcher.result(job) for job in stream]
+        # Five segments of 0.1 s each: the last started well after 0.25 s, yet ran.
+        assert [a.tolist() for a in audios] == [[1.0], [2.0], [3.0], [4.0], [5.0]]
         await batcher.stop()
 
     run(body)
