@@ -88,6 +88,7 @@ def crds(cluster: Any, kube: Kube) -> None:
             "apply", "--server-side", "--field-manager=tts-e2e", "-f", str(path)
         )  # fmt: skip
     kube.wait_crd_established("ttsservices.ttsoperator.io")
+    kube.wait_gc_tracks_ttsservices()
 
 
 @pytest.fixture(scope="session")

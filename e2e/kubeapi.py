@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client import ApiException
@@ -35,11 +35,12 @@ def wait_for(
     last: Any = None
     while True:
         try:
-            last = check()
-        except ApiException as error:
-            last = f"HTTP {error.status}: {error.reason}"
-        if last:
-            return cast(T, last)
+            value = check()
+            last = value
+        except ApiException as error:  # not there yet, or the API server is restarting
+            value, last = None, f"HTTP {error.status}: {error.reason}"
+        if value:
+            return value
         if time.monotonic() > deadline:
             raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
         time.sleep(every)
@@ -106,6 +107,49 @@ class Kube:
             return dict(crd) if ok else None
 
         return wait_for(f"CRD {name} Established", established, 30)
+
+    def wait_gc_tracks_ttsservices(self, timeout: float = 90) -> None:
+        """Wait until the garbage collector watches TTSServices.
+
+        kube-controller-manager rediscovers resource types every 30 s (not configurable);
+        until then a deleted TTSService's children linger. An owned ConfigMap whose owner is
+        deleted tells us when the collector has caught up, so later tests see real GC timing.
+        """
+        namespace = "e2e-gc-probe"
+        self.create_namespace(namespace)
+        owner = self.create_tts(namespace, tts_body("gc-probe"))
+        meta = owner["metadata"]
+        ref = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
+        self.core.create_namespaced_config_map(
+            namespace, {"metadata": {"name": "gc-probe", "ownerReferences": [ref]}}
+        )
+        self.delete_tts(namespace, "gc-probe")
+        self.wait_gone(
+            "the garbage collector to collect a TTSService's child",
+            lambda: self.configmap(namespace, "gc-probe"),
+            timeout,
+        )
+        self.delete_namespace(namespace)
+
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a pod, retrying while the ServiceAccount admission plugin's cache has not
+        seen the namespace's default ServiceAccount yet (a new namespace, or a restarted
+        API server); controllers retry the same way."""
+
+        def create() -> dict[str, Any] | None:
+            try:
+                return self.plain(self.core.create_namespaced_pod(namespace, body))
+            except ApiException as error:
+                if error.status == 403 and "serviceaccount" in str(error.body):
+                    return None
+                raise
+
+        return wait_for(f"pod {body['metadata']['name']} created", create, 30)
 
     # -- TTSServices
 

@@ -41,7 +41,7 @@ def test_hand_edited_deployment_is_restored(
     kube.wait_tts_ready(namespace, NAME, timeout=120)
     image = runtime_container(kube.deployment(namespace, NAME))["image"]
 
-    kube.apps.patch_namespaced_deployment(
+    edited = kube.apps.patch_namespaced_deployment(
         NAME,
         namespace,
         {
@@ -51,7 +51,7 @@ def test_hand_edited_deployment_is_restored(
         },
         field_manager="someone-by-hand",
     )
-    assert runtime_container(kube.deployment(namespace, NAME))["image"] == "evil:1"
+    assert runtime_container(kube.plain(edited))["image"] == "evil:1"
 
     wait_for(
         "the operator to restore the image",

@@ -57,8 +57,8 @@ def test_stub_gpu_nodes_are_ready_tainted_and_advertise_gpus(kube: Kube) -> None
 def test_gpu_pod_is_scheduled_onto_a_stub_node_and_becomes_ready(
     kube: Kube, namespace: str
 ) -> None:
-    kube.core.create_namespaced_pod(namespace, _gpu_pod("gpu-pod", tolerate=True))
-    kube.core.create_namespaced_pod(namespace, _gpu_pod("no-toleration", tolerate=False))
+    kube.create_pod(namespace, _gpu_pod("gpu-pod", tolerate=True))
+    kube.create_pod(namespace, _gpu_pod("no-toleration", tolerate=False))
 
     def ready() -> dict[str, Any] | None:
         pod = kube.plain(kube.core.read_namespaced_pod("gpu-pod", namespace))
@@ -87,7 +87,7 @@ def test_custom_metrics_api_serves_what_the_test_writes(
     cluster: LocalCluster, kube: Kube, namespace: str
 ) -> None:
     wait_for("custom.metrics.k8s.io APIService Available", cluster.metrics_api_available, 60)
-    kube.core.create_namespaced_pod(namespace, _gpu_pod("metered", tolerate=True))
+    kube.create_pod(namespace, _gpu_pod("metered", tolerate=True))
     cluster.write_pod_metric(namespace, "metered", "tts_queue_latency_seconds", "250m")
 
     path = (
