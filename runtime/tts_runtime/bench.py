@@ -49,6 +49,9 @@ SENTENCES = (
 )
 
 
+CONTROL = "batch=1'"
+
+
 @dataclass
 class Target:
     """One server under test."""
@@ -122,17 +125,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="requests per level = max(--min-requests, this x concurrency)",
     )
-    parser.add_argument("--min-requests", type=int, default=8)
+    parser.add_argument("--min-requests", type=int, default=16)
     parser.add_argument(
         "--passes",
         type=int,
-        default=2,
-        help="split each level into this many passes, alternating the servers, so a "
-        "shared machine's background load falls on all of them alike",
+        default=3,
+        help="split each level into this many passes, alternating the servers (and who "
+        "goes first), so a shared machine's background load falls on all of them alike",
     )
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue-delay-ms", type=float, default=10.0)
     parser.add_argument("--no-peer", action="store_true", help="skip piper's own server")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="add a second, identical batch=1 server (an A/A control): the spread between "
+        "the two is the noise floor of this machine",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
 
 
@@ -176,17 +185,17 @@ def _engine_scaling(model_path: Path, args: argparse.Namespace) -> list[tuple[in
     item = SynthesisItem(TextFrontEnd(engine.config).phoneme_ids(CALIBRATION_TEXT))
     scales = engine.config.default_scales()
     engine.synthesize([item], scales)
-    rows = []
-    for size in doublings(args.max_batch_size):
-        times = []
-        for _ in range(2):
+    sizes = doublings(args.max_batch_size)
+    best = dict.fromkeys(sizes, float("inf"))
+    for _ in range(3):  # sizes alternate, so varying background load hits all alike
+        for size in sizes:
             started = time.perf_counter()
             engine.synthesize([item] * size, scales)
-            times.append(time.perf_counter() - started)
-        rows.append((size, min(times) / size))
-        print(f"engine alone, batch {size}: {rows[-1][1] * 1000:.1f} ms per item", flush=True)
+            best[size] = min(best[size], (time.perf_counter() - started) / size)
+    for size in sizes:
+        print(f"engine alone, batch {size}: {best[size] * 1000:.1f} ms per item", flush=True)
     print(f"engine: {engine.provider}, {engine.precision}", flush=True)
-    return rows
+    return list(best.items())
 
 
 def _scaling_report(rows: list[tuple[int, float]], limit: object) -> str:
@@ -215,7 +224,10 @@ def _start_targets(
     args: argparse.Namespace, model_path: Path, logs: Path, stack: contextlib.ExitStack
 ) -> list[Target]:
     targets = []
-    for name, batch in (("batch=1", 1), ("dynamic", args.max_batch_size)):
+    runtimes = [("batch=1", 1), ("dynamic", args.max_batch_size)]
+    if args.control:
+        runtimes.append((CONTROL, 1))
+    for name, batch in runtimes:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
         env.update(
@@ -297,8 +309,9 @@ async def _drive_all(
         requests = max(args.min_requests, args.requests_per_client * concurrency)
         per_pass = max(concurrency, -(-requests // args.passes))
         pooled: dict[str, LevelResult] = {}
-        for _ in range(args.passes):
-            for target in targets:
+        for n in range(args.passes):
+            # Rotate who goes first: whatever favours a position favours each alike.
+            for target in targets[n % len(targets) :] + targets[: n % len(targets)]:
                 result = await _drive(target, concurrency, per_pass)
                 if target.name in pooled:
                     pooled[target.name].add(result)
@@ -393,8 +406,8 @@ def _report(
     lines += [
         "",
         "| c | throughput dynamic:batch=1 | p99 dynamic:batch=1 | p50 dynamic:batch=1 |"
-        " throughput dynamic:piper | p99 dynamic:piper |",
-        "|--:|--:|--:|--:|--:|--:|",
+        " throughput dynamic:piper | p99 dynamic:piper | A/A control throughput | A/A p99 |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     by_key = {(r.target, r.concurrency): r for r in results}
     for c in levels:
@@ -410,6 +423,14 @@ def _report(
             cells += [
                 f"{dyn.rps / peer.rps:.2f}x",
                 f"{dyn.percentile(99) / peer.percentile(99):.2f}",
+            ]
+        else:
+            cells += ["-", "-"]
+        control = by_key.get((CONTROL, c))
+        if control is not None and control.rps > 0:
+            cells += [
+                f"{control.rps / one.rps:.2f}x",
+                f"{control.percentile(99) / one.percentile(99):.2f}",
             ]
         else:
             cells += ["-", "-"]
