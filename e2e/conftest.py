@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubeapi
 import pytest
 from kubeapi import Kube
 from localcluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, locate_binaries
@@ -57,13 +58,14 @@ def binaries() -> Binaries:
 def cluster(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Any]:
     """The running cluster (LocalCluster, or KindCluster with E2E_PROVIDER=kind)."""
     if PROVIDER == "kind":
-        from kindcluster import KindCluster, kind_prerequisites
+        from kindcluster import KIND_BASE_SPEC, KindCluster, kind_prerequisites
 
         missing = kind_prerequisites()
         if missing:
             pytest.skip(missing)
         kind = KindCluster(workdir / "kind")
         kind.start()
+        kubeapi.BASE_SPEC = KIND_BASE_SPEC
         yield kind
         kind.stop()
         return

@@ -24,6 +24,13 @@ RUNTIME_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.0"
 OPERATOR_IMAGE = "ghcr.io/tts-operator/tts-operator:0.1.0"
 IMAGES = {RUNTIME_IMAGE: "Dockerfile.runtime", OPERATOR_IMAGE: "Dockerfile.operator"}
 MODEL_HOST_DIR = "/var/lib/tts-e2e/voice"
+# The rollout scenario switches to this tag: the same runtime image, loaded under a second name.
+ROLLOUT_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.1-e2e"
+# What every test TTSService starts from on kind: the generated voice, the loaded image, CPU.
+KIND_BASE_SPEC = {
+    "model": {"uri": f"file://{MODEL_HOST_DIR}", "precision": "fp32"},
+    "runtime": {"image": RUNTIME_IMAGE, "imagePullPolicy": "Never", "device": "cpu"},
+}
 
 
 def kind_prerequisites() -> str | None:
@@ -64,9 +71,11 @@ class KindCluster:
                 "docker", "build", "-f", str(REPO_ROOT / dockerfile), "-t", image, str(REPO_ROOT)
             )
             self._run("kind", "load", "docker-image", image, "--name", self.name)
+        self._run("docker", "tag", RUNTIME_IMAGE, ROLLOUT_IMAGE)
+        self._run("kind", "load", "docker-image", ROLLOUT_IMAGE, "--name", self.name)
         self._install_test_voice()
         for node in self.node_names():
-            self.add_gpu_node(node, 2)
+            self._fake_gpus(node, 2)
 
     def stop(self) -> None:
         self._run("kind", "delete", "cluster", "--name", self.name, check=False)
@@ -116,25 +125,20 @@ class KindCluster:
         )
 
     def add_gpu_node(self, name: str, gpus: int = 2) -> None:
-        """kind cannot add nodes on the fly: on kind, this advertises `gpus` on node `name`
-        (an existing node; the control plane's when `name` is not a node)."""
-        nodes = self.node_names()
-        target = name if name in nodes else nodes[0]
+        raise ClusterError("kind cannot add nodes on the fly (E2E_PROVIDER=local can)")
+
+    def _fake_gpus(self, node: str, gpus: int) -> None:
+        """Label and taint a kind node like a GPU node and advertise `gpus` nvidia.com/gpu
+        through its status subresource (the kubelet keeps extended resources it does not
+        manage)."""
         self.kubectl(
-            "label", "node", target, "--overwrite",
+            "label", "node", node, "--overwrite",
             "nvidia.com/gpu.present=true", "nvidia.com/gpu.product=NVIDIA-A10G",
         )  # fmt: skip
-        self.kubectl("taint", "node", target, f"{GPU_RESOURCE}=present:NoSchedule", "--overwrite")
-        patch = [
-            {
-                "op": "add",
-                "path": f"/status/capacity/{GPU_RESOURCE.replace('/', '~1')}",
-                "value": str(gpus),
-            }
-        ]
-        self.kubectl(
-            "patch", "node", target, "--subresource=status", "--type=json", "-p", json.dumps(patch)
-        )
+        self.kubectl("taint", "node", node, f"{GPU_RESOURCE}=present:NoSchedule", "--overwrite")
+        path = f"/status/capacity/{GPU_RESOURCE.replace('/', '~1')}"
+        patch = json.dumps([{"op": "add", "path": path, "value": str(gpus)}])
+        self.kubectl("patch", "node", node, "--subresource=status", "--type=json", "-p", patch)
 
     def delete_node(self, name: str) -> None:
         raise ClusterError("deleting nodes is not supported on kind")

@@ -46,15 +46,28 @@ def wait_for(
         time.sleep(every)
 
 
+# The spec every test TTSService starts from; the kind provider swaps in its runnable voice.
+BASE_SPEC: dict[str, Any] = {"model": {"uri": MODEL_URI}}
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` laid over `base`, recursively for nested objects."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def tts_body(name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A TTSService manifest; `spec` is merged over a minimal valid one."""
-    full: dict[str, Any] = {"model": {"uri": MODEL_URI}}
-    full.update(spec or {})
+    """A TTSService manifest; `spec` is merged over BASE_SPEC (a minimal valid spec)."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {"name": name},
-        "spec": full,
+        "spec": merged(BASE_SPEC, spec or {}),
     }
 
 

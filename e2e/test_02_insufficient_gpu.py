@@ -8,11 +8,16 @@ from typing import Any
 
 import pytest
 from children import instance_selector
+from conftest import PROVIDER
 from kubeapi import Kube, condition, tts_body, wait_for
 from localcluster import GPU_RESOURCE
 from operatorproc import OperatorProcess
 
 NAME = "scarce"
+
+pytestmark = pytest.mark.skipif(
+    PROVIDER != "local", reason="adds stub GPU nodes on the fly (E2E_PROVIDER=local)"
+)
 
 
 @pytest.fixture

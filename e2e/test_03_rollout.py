@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from children import instance_selector, runtime_container
+from kindcluster import ROLLOUT_IMAGE as NEW_IMAGE
 from kubeapi import Kube, condition, tts_body, wait_for
 from operatorproc import OperatorProcess
 
 NAME = "rolling"
-NEW_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.1-e2e"
 
 
 def _active_replicasets(kube: Kube, namespace: str) -> list[dict[str, Any]]:
