@@ -45,7 +45,7 @@ def test_api_server_reports_its_real_version(cluster: LocalCluster) -> None:
 def test_stub_gpu_nodes_are_ready_tainted_and_advertise_gpus(kube: Kube) -> None:
     listed = kube.core.list_node(label_selector="nvidia.com/gpu.present").items
     nodes = [kube.plain(n) for n in listed]
-    assert len(nodes) >= 2
+    assert nodes
     for node in nodes:
         assert (condition(node, "Ready") or {}).get("status") == "True", node["metadata"]["name"]
         assert int(node["status"]["allocatable"][GPU_RESOURCE]) >= 1
