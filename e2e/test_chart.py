@@ -17,12 +17,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 from kubeapi import Kube, condition, tts_body, wait_for
-from localcluster import REPO_ROOT
+from localcluster import REPO_ROOT, Binaries, ClusterError, locate_binaries
 from operatorproc import OperatorProcess
 
 CHART = REPO_ROOT / "charts" / "tts-operator"
@@ -78,10 +78,18 @@ class Helm:
 
 @pytest.fixture(scope="module")
 def helm(cluster: Any) -> Helm:
+    return Helm(_binaries(cluster).helm, Path(cluster.kubeconfig), cluster)
+
+
+def _binaries(cluster: Any) -> Binaries:
+    """helm and kubectl from hack/cluster-binaries.sh (the kind provider has them too)."""
     binaries = getattr(cluster, "binaries", None)
-    if binaries is None or not Path(binaries.helm).exists():
-        pytest.skip("helm binary not built: run hack/cluster-binaries.sh")
-    return Helm(Path(binaries.helm), Path(cluster.kubeconfig), cluster)
+    if binaries is None:
+        try:
+            binaries = locate_binaries()
+        except ClusterError as missing:
+            pytest.skip(f"helm and kubectl from hack/cluster-binaries.sh are needed: {missing}")
+    return cast(Binaries, binaries)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +242,7 @@ class ChartOperator:
 
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.cluster.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            [str(_binaries(self.cluster).kubectl), f"--kubeconfig={self.kubeconfig}", *args],
             capture_output=True,
             text=True,
             timeout=60,
