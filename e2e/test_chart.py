@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -203,6 +204,88 @@ def test_chart_upgrade_adds_a_crd_field(
         helm("upgrade", release, str(CHART), "-n", namespace, "--reuse-values", check=False)
         helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
     assert ADDED_FIELD in _served_spec_properties(cluster)["scheduling"]["properties"]
+
+
+# ---------------------------------------------------------------- monitoring wiring, real CRDs
+
+# The Prometheus Operator's and KEDA's own CRDs, from their Go modules (the Go module proxy
+# is the one registry these machines reach); versions pinned here.
+THIRD_PARTY_CRDS = [
+    (
+        "github.com/prometheus-operator/prometheus-operator@v0.80.1",
+        [
+            "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml",
+            "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+        ],
+    ),
+    ("github.com/kedacore/keda/v2@v2.16.1", ["config/crd/bases/keda.sh_scaledobjects.yaml"]),
+]
+
+
+def _go_module_dir(module: str) -> Path:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("the go toolchain is needed to fetch the Prometheus Operator and KEDA CRDs")
+    proc = subprocess.run(
+        [go, "mod", "download", "-json", module],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(
+            f"cannot download {module} from the Go module proxy: {proc.stdout}{proc.stderr}"
+        )
+    return Path(json.loads(proc.stdout)["Dir"])
+
+
+@pytest.fixture
+def monitoring_crds(cluster: Any) -> Iterator[None]:
+    """PodMonitor, ServiceMonitor and ScaledObject served by the API server, for one test."""
+    files = [_go_module_dir(module) / f for module, paths in THIRD_PARTY_CRDS for f in paths]
+    names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
+    for path in files:
+        cluster.kubectl("apply", "--server-side", "--field-manager=tts-e2e", "-f", str(path))
+    for name in names:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    yield
+    cluster.kubectl("delete", "crd", *names, "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_monitoring_objects_render_when_their_crds_exist_and_the_server_accepts_them(
+    cluster: Any, kube: Kube, helm: Helm, crds: None, monitoring_crds: None, namespace: str
+) -> None:
+    release = "tts-mon"
+    # KEDA scales through /scale, which needs spec.replicas set (it has no default: it is
+    # mutually exclusive with spec.autoscaling.enabled).
+    kube.create_tts(namespace, tts_body("keda-voice", {"replicas": 1}))
+    helm.install(
+        release, namespace, "--set", "replicaCount=0", "--set", "crds.install=false",
+        "--set", "monitoring.serviceMonitor.enabled=true",
+        "--set", "keda.enabled=true",
+        "--set", "keda.scaledObjects[0].name=keda-voice",
+        "--set", "keda.scaledObjects[0].minReplicas=1",
+        "--set", "keda.scaledObjects[0].maxReplicas=3",
+    )  # fmt: skip
+    try:
+        kinds = sorted(o["kind"] for o in helm.manifest(release, namespace))
+        for kind in ("PodMonitor", "ServiceMonitor", "ScaledObject"):
+            assert kind in kinds, kinds  # .Capabilities saw the live CRDs
+        scaled = _kubectl_json(cluster, "get", "scaledobject", "keda-voice", "-n", namespace)
+        assert scaled["spec"]["scaleTargetRef"]["kind"] == "TTSService"
+        monitor = _kubectl_json(
+            cluster, "get", "podmonitor", f"{release}-tts-operator-runtime", "-n", namespace
+        )  # fmt: skip
+        assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+        # The scale subresource KEDA's HPA drives: readable, and writing it sets spec.replicas.
+        scale = cluster.kubectl(
+            "get", "--raw",
+            f"/apis/ttsoperator.io/v1alpha1/namespaces/{namespace}/ttsservices/keda-voice/scale",
+        )  # fmt: skip
+        assert json.loads(scale.stdout)["spec"]["replicas"] == 1
+        cluster.kubectl("scale", "-n", namespace, "tts/keda-voice", "--replicas=2")
+        assert kube.get_tts(namespace, "keda-voice")["spec"]["replicas"] == 2
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
 
 
 # ---------------------------------------------------------------- RBAC: enough, and no more
