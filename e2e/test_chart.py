@@ -143,6 +143,9 @@ def test_install_upgrade_uninstall_leaves_only_the_kept_crd(
         assert kind in kinds
     crd = _kubectl_json(cluster, "get", "crd", CRD_NAME)
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    notes = helm("get", "notes", release, "-n", namespace).stdout
+    assert f"deployment/{release}-tts-operator" in notes
+    assert "kind: TTSService" in notes and "/v1/audio/speech" in notes
     assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
 
     helm.install(release, namespace, "--reuse-values", "--set", "operator.logLevel=debug")
