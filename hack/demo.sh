@@ -313,7 +313,7 @@ EOF
 - A real Piper voice on a GPU cluster: put model.onnx + model.onnx.json (e.g. en_US-lessac-medium
   from https://huggingface.co/rhasspy/piper-voices) on a PVC or an HTTP server and set
     spec.model.uri: pvc://CLAIM/path/to/voice-dir     or   https://HOST/path/voice.onnx
-  (see README "TTSService reference"). On this host: tts-runtime serve --model-path DIR.
+  (README, section TTSService). On this host: tts-runtime serve --model-path DIR.
 - Try it again:  curl -s http://127.0.0.1:$port/v1/audio/speech -H 'Content-Type: application/json' \\
       -d '{"model": "tts-1", "input": "Hello", "voice": "default"}' -o again.wav
 - Tear down:  make demo-down
