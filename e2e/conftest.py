@@ -17,11 +17,11 @@ from typing import Any
 
 import kubeapi
 import pytest
+from e2e_provider import PROVIDER
 from kubeapi import Kube
 from localcluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, locate_binaries
 from operatorproc import OperatorProcess
 
-PROVIDER = os.environ.get("E2E_PROVIDER", "local")
 CRD_DIR = REPO_ROOT / "crds"
 WORK_ROOT = REPO_ROOT / ".cache" / "e2e"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from children import instance_selector, owner_uids, read_children, runtime_container
 from kubeapi import Kube, condition, ready_pods, tts_body, wait_for
 from localcluster import GPU_RESOURCE
 from operatorproc import OperatorProcess
+from ttschildren import instance_selector, owner_uids, read_children, runtime_container
 
 NAME = "voice"
 

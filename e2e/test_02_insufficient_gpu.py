@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from children import instance_selector
-from conftest import PROVIDER
+from e2e_provider import PROVIDER
 from kubeapi import Kube, condition, tts_body, wait_for
 from localcluster import GPU_RESOURCE
 from operatorproc import OperatorProcess
+from ttschildren import instance_selector
 
 NAME = "scarce"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from children import instance_selector, runtime_container
 from kindcluster import ROLLOUT_IMAGE as NEW_IMAGE
 from kubeapi import Kube, condition, tts_body, wait_for
 from operatorproc import OperatorProcess
+from ttschildren import instance_selector, runtime_container
 
 NAME = "rolling"
 

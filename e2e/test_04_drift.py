@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from children import read_children, runtime_container
 from kubeapi import Kube, tts_body, wait_for
 from operatorproc import RESYNC_SECONDS, OperatorProcess
+from ttschildren import read_children, runtime_container
 
 NAME = "steady"
 CONTAINER = "tts-runtime"

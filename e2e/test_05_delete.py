@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from children import instance_selector, labelled_children, read_children
 from kubeapi import Kube, tts_body, wait_for
 from operatorproc import OperatorProcess
+from ttschildren import instance_selector, labelled_children, read_children
 
 NAME = "doomed"
 

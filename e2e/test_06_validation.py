@@ -10,15 +10,17 @@ import pytest
 from kubeapi import MODEL_URI, Kube, tts_body
 from kubernetes.client import ApiException
 
+MODEL = {"uri": MODEL_URI}
+# Whole specs (not merged over the tests' base spec, which would fill in a model uri).
 CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "min-above-max",
-        {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
+        {"model": MODEL, "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
         ["autoscaling.minReplicas must be <= autoscaling.maxReplicas"],
     ),
     (
         "negative-gpus",
-        {"runtime": {"gpu": {"count": -1}}},
+        {"model": MODEL, "runtime": {"gpu": {"count": -1}}},
         ["spec.runtime.gpu.count", "should be greater than or equal to 0"],
     ),
     (
@@ -29,7 +31,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("missing-uri", {"model": {"precision": "fp16"}}, ["spec.model.uri", "Required value"]),
     (
         "replicas-with-autoscaling",
-        {"replicas": 2, "autoscaling": {"enabled": True}},
+        {"model": MODEL, "replicas": 2, "autoscaling": {"enabled": True}},
         ["replicas and autoscaling.enabled are mutually exclusive"],
     ),
 ]
@@ -40,7 +42,7 @@ def test_api_server_rejects_invalid_ttsservice(
     kube: Kube, crds: None, namespace: str, case: str, spec: dict[str, Any], messages: list[str]
 ) -> None:
     with pytest.raises(ApiException) as refused:
-        kube.create_tts(namespace, tts_body(case, spec))
+        kube.create_tts(namespace, {**tts_body(case), "spec": spec})
     assert refused.value.status == 422
     message = json.loads(refused.value.body or "{}")["message"]
     for expected in messages:

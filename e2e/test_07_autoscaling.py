@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from children import instance_selector
-from conftest import PROVIDER
+from e2e_provider import PROVIDER
 from kubeapi import Kube, tts_body, wait_for
 from operatorproc import RESYNC_SECONDS, OperatorProcess
+from ttschildren import instance_selector
 
 NAME = "elastic"
 METRIC = "tts_queue_latency_seconds"

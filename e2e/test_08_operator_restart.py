@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from children import instance_selector, labelled_children
 from kubeapi import Kube, tts_body, wait_for
 from operatorproc import OperatorProcess
+from ttschildren import instance_selector, labelled_children
 
 KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
 

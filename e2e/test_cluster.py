@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROVIDER
+from e2e_provider import PROVIDER
 from kubeapi import Kube, condition, wait_for
 from localcluster import GPU_RESOURCE, Binaries, LocalCluster, child_pids
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PROVIDER
+from e2e_provider import PROVIDER
 from kubeapi import Kube, tts_body
 from operatorproc import OperatorProcess
 
