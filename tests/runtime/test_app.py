@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -17,9 +18,11 @@ import pytest
 import soundfile as sf
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from servers import GatedEngine, live_server
 from tts_runtime.app import StartupError, create_app
 from tts_runtime.engine import OnnxEngine
+from tts_runtime.metrics import average_queue_wait
 from tts_runtime.settings import RuntimeSettings
 from tts_runtime.text import TextFrontEnd
 
@@ -396,3 +399,24 @@ def test_stream_of_pcm_matches_the_pcm_encoding(client: TestClient) -> None:
         body = response.read()
     assert len(body) % 2 == 0 and len(body) > 2 * 256
     assert not body.startswith(b"RIFF")
+
+
+def test_hpa_quotient_from_two_scrapes_of_metrics_is_zero_when_idle(client: TestClient) -> None:
+    def queue_wait() -> tuple[float, float]:
+        text = client.get("/metrics").text
+        values = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("tts_queue_wait_seconds_")
+        }
+        return values["tts_queue_wait_seconds_sum"], values["tts_queue_wait_seconds_count"]
+
+    before = queue_wait()
+    client.post("/v1/audio/speech", json=speech(input="One. Two. Three."))
+    busy = queue_wait()
+    assert busy[1] - before[1] == 3  # one observation per sentence
+    signal = average_queue_wait(*before, *busy)
+    assert 0 <= signal < 30 and not math.isnan(signal)
+    idle = queue_wait()
+    assert average_queue_wait(*busy, *idle) == 0.0
