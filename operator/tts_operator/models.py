@@ -215,9 +215,14 @@ class RuntimeSpec(_Model):
     """Dynamic batching settings."""
     max_input_chars: int = Field(default=4096, ge=1, le=1_000_000)
     """Longest accepted input text (TTS_MAX_INPUT_CHARS)."""
+    pre_stop_sleep_seconds: int = Field(default=5, ge=0, le=300)
+    """How long a stopping pod keeps serving normally before the runtime gets SIGTERM (a
+    preStop sleep hook), so requests routed to it while Kubernetes removes it from the
+    Service's endpoints are still answered rather than refused. 0: no hook."""
     drain_timeout_seconds: int = Field(default=25, ge=1, le=3600)
-    """How long a stopping pod keeps serving queued requests (TTS_DRAIN_TIMEOUT_S); the pod's
-    terminationGracePeriodSeconds is this plus 15."""
+    """How long a stopping pod keeps serving queued requests after SIGTERM
+    (TTS_DRAIN_TIMEOUT_S); the pod's terminationGracePeriodSeconds is preStopSleepSeconds
+    plus this plus 15."""
     startup_timeout_seconds: int = Field(default=600, ge=10, le=7200)
     """How long a pod may take to load its model before it is restarted (startup probe)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

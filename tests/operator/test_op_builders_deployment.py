@@ -5,6 +5,7 @@ from __future__ import annotations
 from builder_helpers import IMAGE, children, container, kind, pod, spec_of
 from tts_operator.builders import build_children
 from tts_operator.builders.common import CONFIG_HASH_ANNOTATION
+from tts_operator.builders.deployment import GRACE_MARGIN_SECONDS
 from tts_operator.models import TTSServiceSpec
 
 
@@ -70,6 +71,27 @@ def test_security_context_is_locked_down() -> None:
 def test_grace_period_outlasts_the_drain() -> None:
     p = pod(spec_of(runtime={"drainTimeoutSeconds": 40}))
     assert p["terminationGracePeriodSeconds"] > 40
+
+
+def test_pre_stop_sleep_keeps_serving_through_endpoint_removal() -> None:
+    default = container(spec_of())
+    assert default["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert "exec" not in default["lifecycle"]["preStop"]  # no shell needed in the image
+    own = container(spec_of(runtime={"preStopSleepSeconds": 12}))
+    assert own["lifecycle"]["preStop"]["sleep"]["seconds"] == 12
+
+
+def test_grace_period_covers_sleep_then_drain_then_exit() -> None:
+    # The kubelet counts the preStop hook inside the grace period.
+    p = pod(spec_of(runtime={"preStopSleepSeconds": 10, "drainTimeoutSeconds": 40}))
+    assert p["terminationGracePeriodSeconds"] == 10 + 40 + GRACE_MARGIN_SECONDS
+    assert GRACE_MARGIN_SECONDS > 0
+
+
+def test_zero_pre_stop_sleep_means_no_hook() -> None:
+    spec = spec_of(runtime={"preStopSleepSeconds": 0, "drainTimeoutSeconds": 40})
+    assert "lifecycle" not in container(spec)
+    assert pod(spec)["terminationGracePeriodSeconds"] == 40 + GRACE_MARGIN_SECONDS
 
 
 def test_template_has_scrape_annotations_and_config_hash() -> None:

@@ -87,6 +87,16 @@ def test_int_or_percent(value: object, ok: bool) -> None:
             TTSServiceSpec.model_validate(data)
 
 
+@pytest.mark.parametrize(("seconds", "ok"), [(0, True), (300, True), (-1, False), (301, False)])
+def test_pre_stop_sleep_range(seconds: int, ok: bool) -> None:
+    doc = {"model": URI, "runtime": {"preStopSleepSeconds": seconds}}
+    if ok:
+        assert TTSServiceSpec.model_validate(doc).runtime.pre_stop_sleep_seconds == seconds
+    else:
+        with pytest.raises(ValidationError, match="preStopSleepSeconds"):
+            TTSServiceSpec.model_validate(doc)
+
+
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(ValidationError, match="extra"):
         TTSServiceSpec.model_validate({"model": URI, "replica": 2})

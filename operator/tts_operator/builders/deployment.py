@@ -89,6 +89,24 @@ def probes(spec: TTSServiceSpec) -> Manifest:
     }
 
 
+def lifecycle(spec: TTSServiceSpec) -> Manifest:
+    """A preStop sleep: the runtime gets SIGTERM only after it, and an idle runtime exits
+    at once on SIGTERM, so without it requests sent during the endpoint-removal lag
+    would be refused. The native sleep action (Kubernetes >= 1.30) needs no shell or
+    sleep binary in the image."""
+    seconds = spec.runtime.pre_stop_sleep_seconds
+    if seconds == 0:
+        return {}
+    return {"lifecycle": {"preStop": {"sleep": {"seconds": seconds}}}}
+
+
+def termination_grace_period(spec: TTSServiceSpec) -> int:
+    """The kubelet counts the preStop hook inside the grace period, so it covers the
+    sleep, then the drain, then the margin for the process to exit."""
+    runtime = spec.runtime
+    return runtime.pre_stop_sleep_seconds + runtime.drain_timeout_seconds + GRACE_MARGIN_SECONDS
+
+
 def topology_spread(spec: TTSServiceSpec, name: str) -> list[Manifest]:
     out = []
     for constraint in spec.scheduling.topology_spread_constraints:
@@ -106,6 +124,7 @@ def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDeliver
         "envFrom": [{"configMapRef": {"name": configmap_name(name)}}],
         "resources": resources(spec),
         **probes(spec),
+        **lifecycle(spec),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "volumeMounts": [
             {"name": VOLUME, "mountPath": MODEL_MOUNT, "readOnly": delivery.read_only},
@@ -121,7 +140,7 @@ def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDeliver
 
     sched = spec.scheduling
     pod: Manifest = {
-        "terminationGracePeriodSeconds": spec.runtime.drain_timeout_seconds + GRACE_MARGIN_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace_period(spec),
         "securityContext": POD_SECURITY_CONTEXT,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
