@@ -121,16 +121,26 @@ class ModelSpec(_Model):
 
 
 class Batching(_Model):
-    """Dynamic batching of concurrent requests inside one pod."""
+    """Dynamic batching inside one pod: each request's text is split into sentence segments,
+    and segments of concurrent requests are queued and run together."""
 
     max_batch_size: int = Field(default=8, ge=1, le=256)
-    """Most requests run in one inference call (TTS_MAX_BATCH_SIZE)."""
+    """Upper bound on the segments run in one inference call (TTS_MAX_BATCH_SIZE). The
+    runtime's warm-up calibration may lower the limit it uses where bigger batches do not pay
+    (typically on a CPU); it reports the limit as batch_limit on /readyz."""
     max_queue_delay_ms: int = Field(default=10, ge=0, le=10_000)
-    """How long the first queued request waits for others to join it (TTS_MAX_QUEUE_DELAY_MS)."""
+    """How long a partial batch is held for more segments, counted from its oldest segment's
+    arrival, and only while other requests are still being prepared; an idle server runs a
+    lone request at once (TTS_MAX_QUEUE_DELAY_MS)."""
     max_queue_size: int = Field(default=256, ge=1, le=100_000)
-    """Requests beyond this many queued are refused with 429 (TTS_MAX_QUEUE_SIZE)."""
+    """Most sentence segments queued at once; a long input counts as several
+    (TTS_MAX_QUEUE_SIZE). A request whose segments do not all fit is refused at once with
+    429; one that alone splits into more than this gets 400."""
     request_timeout_seconds: int = Field(default=30, ge=1, le=3600)
-    """A request still unanswered after this fails with 504 (TTS_REQUEST_TIMEOUT_S)."""
+    """How long a segment may wait in the queue before it starts (TTS_REQUEST_TIMEOUT_S):
+    passing it while still queued fails the request with 504 and the segment never runs; a
+    segment already running finishes. In a stream each segment's wait counts from when the
+    previous one started."""
 
 
 class ComputeResources(_Model):
@@ -212,7 +222,8 @@ class RuntimeSpec(_Model):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """Execution provider choice (TTS_DEVICE): auto uses CUDA when present."""
     batching: Batching = Field(default_factory=Batching, json_schema_extra={"default": {}})
-    """Dynamic batching settings."""
+    """Dynamic batching settings: requests are split into sentence segments, and segments of
+    concurrent requests share inference calls."""
     max_input_chars: int = Field(default=4096, ge=1, le=1_000_000)
     """Longest accepted input text (TTS_MAX_INPUT_CHARS)."""
     pre_stop_sleep_seconds: int = Field(default=5, ge=0, le=300)
