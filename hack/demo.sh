@@ -123,6 +123,9 @@ down() {
 
 kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
 
+# helm, minus its notice that the chart's CRD files are links to crds/ (expected, see README).
+hm() { "$HELM" --kubeconfig "$KUBECONFIG" "$@" 2> >(grep -v 'found symbolic link in path' >&2 || true); }
+
 up() {
   trap on_error ERR
   heading "make demo: tts-operator on a local cluster with stub GPU nodes"
@@ -162,11 +165,11 @@ up() {
   step "helm install the chart (CRD, RBAC, ServiceAccount, peering, monitoring wiring)" \
     "Try: $HELM lint charts/tts-operator"
   # replicaCount=0: the operator runs on the host in the next step (stub nodes run no pods).
-  "$HELM" upgrade --install "$RELEASE" charts/tts-operator --namespace "$RELEASE_NS" \
+  hm upgrade --install "$RELEASE" charts/tts-operator --namespace "$RELEASE_NS" \
     --create-namespace --set replicaCount=0 --wait --timeout 2m | sed -n '1,6p' | sed 's/^/      /'
   kc wait --for=condition=Established crd/ttsservices.ttsoperator.io --timeout=60s >/dev/null
   ok "release $RELEASE in namespace $RELEASE_NS; objects:"
-  "$HELM" get manifest "$RELEASE" -n "$RELEASE_NS" | sed -n 's/^kind: /      - /p' | sort | uniq -c
+  hm get manifest "$RELEASE" -n "$RELEASE_NS" | sed -n 's/^kind: /      - /p' | sort | uniq -c
 
   step "Operator: \`tts-operator run\` on the host, as the chart's ServiceAccount (not cluster admin)" \
     "Operator log: $STATE/logs/operator.log"
