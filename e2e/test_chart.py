@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -385,7 +385,7 @@ def test_chart_identity_reconciles_a_ttsservice_through_its_lifecycle(
     kube.create_tts(namespace, tts_body(name, {"autoscaling": {"enabled": True}}))
     ready = kube.wait_tts_ready(namespace, name, timeout=120)
     uid = ready["metadata"]["uid"]
-    children = {
+    children: dict[str, Callable[[], dict[str, Any]]] = {
         "Deployment": lambda: kube.deployment(namespace, name),
         "Service": lambda: kube.service(namespace, name),
         "HorizontalPodAutoscaler": lambda: kube.hpa(namespace, name),
