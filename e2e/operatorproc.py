@@ -37,6 +37,7 @@ class OperatorProcess:
                 "KUBECONFIG": str(self.kubeconfig),
                 "TTS_OPERATOR_LIVENESS_HOST": LOOPBACK,
                 "TTS_OPERATOR_LIVENESS_PORT": str(self.liveness_port),
+                "TTS_OPERATOR_METRICS_HOST": LOOPBACK,
                 "TTS_OPERATOR_METRICS_PORT": str(self.metrics_port),
                 "TTS_OPERATOR_LOG_FORMAT": "text",
                 "TTS_OPERATOR_LOG_LEVEL": "debug",

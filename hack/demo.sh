@@ -191,7 +191,7 @@ EOF
   start_bg operator env KUBECONFIG="$STATE/operator.kubeconfig" PYTHONUNBUFFERED=1 \
     TTS_OPERATOR_LOG_FORMAT=text TTS_OPERATOR_PEERING_NAME="$RELEASE" \
     TTS_OPERATOR_LIVENESS_HOST=127.0.0.1 TTS_OPERATOR_LIVENESS_PORT="$liveness" \
-    TTS_OPERATOR_METRICS_PORT="$(free_port)" "$VENV_BIN/tts-operator" run
+    TTS_OPERATOR_METRICS_HOST=127.0.0.1 TTS_OPERATOR_METRICS_PORT="$(free_port)" "$VENV_BIN/tts-operator" run
   if ! wait_for "the operator's liveness endpoint" 60 curl -fsS "http://127.0.0.1:$liveness/healthz"; then
     tail_log operator
     return 1

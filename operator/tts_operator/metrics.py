@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from wsgiref.simple_server import WSGIServer
 
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -55,7 +56,9 @@ def observed(handler: str) -> Iterator[None]:
         DURATION.labels(handler).observe(time.perf_counter() - start)
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> None:
-    """Expose /metrics on its own port (0: off)."""
-    if port:
-        start_http_server(port, addr=addr, registry=REGISTRY)
+def serve(port: int, addr: str) -> WSGIServer | None:
+    """Expose /metrics on its own address and port (port 0: off); returns the server."""
+    if not port:
+        return None
+    server, _ = start_http_server(port, addr=addr, registry=REGISTRY)
+    return server

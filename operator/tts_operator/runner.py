@@ -92,7 +92,7 @@ def ensure_peering(kube: Kube, settings: OperatorSettings) -> None:
 
 def run(settings: OperatorSettings) -> None:
     configure_logging(settings)
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     if not settings.standalone:
         ensure_peering(Kube(load_client()), settings)
     registry = kopf.OperatorRegistry()

@@ -25,10 +25,12 @@ class OperatorSettings(BaseSettings):
     """json: one JSON object per line with the object's namespace/name; text: kopf's format."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Operator log level."""
-    liveness_host: str = "0.0.0.0"
+    liveness_host: str = Field(default="0.0.0.0", min_length=1)
     """Address of kopf's liveness endpoint."""
     liveness_port: int = Field(default=8080, ge=0, le=65535)
     """Port of the liveness endpoint (GET /healthz); 0 turns it off."""
+    metrics_host: str = Field(default="0.0.0.0", min_length=1)
+    """Address of the Prometheus /metrics endpoint (all interfaces, for in-cluster scraping)."""
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     """Port of the Prometheus /metrics endpoint; 0 turns it off."""
     peering_name: str = Field(default="tts-operator", min_length=1, max_length=253)

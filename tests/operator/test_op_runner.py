@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import urllib.request
 
 import kopf
 import pytest
@@ -70,3 +72,26 @@ def test_quiet_watchers_drops_only_routine_child_successes() -> None:
     assert not quiet.filter(record("Handler 'pods' succeeded."))
     assert quiet.filter(record("Handler 'create' succeeded."))
     assert quiet.filter(record("Handler 'child-services' failed.", logging.ERROR))
+
+
+def test_metrics_server_binds_the_given_host() -> None:
+    server = metrics.serve(_free_port(), "127.0.0.1")
+    assert server is not None
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"tts_operator_reconciles_total" in response.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_metrics_port_zero_starts_nothing() -> None:
+    assert metrics.serve(0, "127.0.0.1") is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -39,3 +39,12 @@ def test_default_priority_differs_per_process() -> None:
     # kopf pauses every replica that sees an equal or higher priority: ties would stall all.
     priorities = {OperatorSettings().priority for _ in range(5)}
     assert len(priorities) > 1 and all(p > 0 for p in priorities)
+
+
+def test_metrics_host_defaults_to_every_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert OperatorSettings().metrics_host == "0.0.0.0"
+    monkeypatch.setenv("TTS_OPERATOR_METRICS_HOST", "127.0.0.1")
+    assert OperatorSettings().metrics_host == "127.0.0.1"
+    monkeypatch.setenv("TTS_OPERATOR_METRICS_HOST", "")
+    with pytest.raises(ValidationError):
+        OperatorSettings()
