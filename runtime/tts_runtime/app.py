@@ -160,7 +160,7 @@ class Runtime:
         try:
             scales = self.config.default_scales()
             ids = self.front_end.phoneme_ids(WARM_UP_TEXT)
-            jobs = self.batcher.submit([SynthesisItem(ids)], scales, timeout_s=600)
+            jobs = self.batcher.submit([SynthesisItem(ids)], scales, timeout_s=600, internal=True)
             await self.batcher.result(jobs[0])
             if self.settings.max_batch_size > 1:
                 typical = SynthesisItem(self.front_end.phoneme_ids(CALIBRATION_TEXT))

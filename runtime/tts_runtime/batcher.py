@@ -15,6 +15,10 @@ Shape (Triton-like, on asyncio):
   bad item fails. Results are delivered by the worker's completion callback, not
   by the scheduler task, and the scheduler is restarted if it ever dies, so a
   crash there loses no accepted segment.
+- Internal work (the start-up warm-up) is submitted with `internal=True`: it runs
+  like any segment but is never batched with user segments and never reaches the
+  tts_* metrics, so the audio total and the queue wait the HPA scales on count
+  user traffic only. Calibration bypasses the queue and the metrics altogether.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class Job:
     timeout_s: float
     future: asyncio.Future[Audio]
     after: Job | None = None  # a streamed segment waits until the one before it has started
+    internal: bool = False  # warm-up: runs, but stays out of the metrics
     # When it must have started: its timeout counts from when it became runnable.
     deadline: float = math.inf
     state: _State = _State.QUEUED
@@ -288,6 +293,7 @@ class Batcher:
         timeout_s: float,
         *,
         in_order: bool = False,
+        internal: bool = False,
     ) -> list[Job]:
         """Queue all segments of one request, or none (QueueFullError).
 
@@ -295,7 +301,10 @@ class Batcher:
         it has started, so the first segment is never held back in a batch with the
         rest of its own text and time to first audio does not grow with the text.
         Each segment's timeout then counts from when it became eligible, so a long
-        stream is not cut short merely for being long."""
+        stream is not cut short merely for being long.
+
+        internal (warm-up): the segments run in batches of their own and are left out
+        of every metric, so start-up work never shows as user traffic."""
         if self._stopping or self._scheduler is None:
             raise BatcherStoppedError("the batcher is not running")
         if len(items) > self._max_queue_size:
@@ -310,7 +319,7 @@ class Batcher:
         jobs: list[Job] = []
         for item in items:
             after = jobs[-1] if in_order and jobs else None
-            job = Job(item, scales, now, timeout_s, loop.create_future(), after)
+            job = Job(item, scales, now, timeout_s, loop.create_future(), after, internal)
             if after is None:
                 job.deadline = now + timeout_s
             jobs.append(job)
@@ -364,7 +373,12 @@ class Batcher:
                 await self._wake.wait()
                 continue
             head = eligible[0]
-            compatible = [job for job in eligible if job.scales == head.scales]
+            # One scales input per batch; internal work never shares a batch with user work.
+            compatible = [
+                job
+                for job in eligible
+                if job.scales == head.scales and job.internal == head.internal
+            ]
             hold_until = head.enqueued_at + self._max_queue_delay_s
             now = time.monotonic()
             if len(compatible) >= self._batch_limit or self._preparing == 0 or now >= hold_until:
@@ -392,7 +406,7 @@ class Batcher:
         for job in batch:
             self._remove(job)
             job.state = _State.RUNNING
-            if self._metrics is not None:
+            if self._metrics is not None and not job.internal:
                 self._metrics.queue_wait.observe(now - job.enqueued_at)
         self._update_depth()
         self._run_on_worker(batch, retry_singly=len(batch) > 1)
@@ -462,7 +476,7 @@ class Batcher:
         self.stats.segments += len(batch)
         self.stats.batch_sizes.append(len(batch))
         self._batch_seconds_ewma = 0.8 * self._batch_seconds_ewma + 0.2 * outcome.seconds
-        if self._metrics is None:
+        if self._metrics is None or batch[0].internal:  # batches never mix internal and user
             return
         audio_seconds = sum(len(a) for a in outcome.audios) / self._engine.sample_rate
         m = self._metrics

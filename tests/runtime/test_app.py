@@ -291,6 +291,48 @@ def test_request_outcomes_are_counted(client: TestClient) -> None:
     assert 'tts_requests_total{status="bad_request"} 1.0' in text
 
 
+TRAFFIC_SERIES = (
+    "tts_queue_wait_seconds_count",
+    "tts_queue_wait_seconds_sum",
+    "tts_batch_size_count",
+    "tts_inference_seconds_count",
+    "tts_padding_ratio_count",
+    "tts_real_time_factor_count",
+    "tts_audio_seconds_total",
+)
+
+
+def metric_samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = client.get("/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_warm_up_and_calibration_leave_the_traffic_metrics_at_zero(client: TestClient) -> None:
+    before = metric_samples(client)
+    for name in TRAFFIC_SERIES:
+        assert before[(name, ())] == 0.0, name
+    requests = {
+        labels: value for (name, labels), value in before.items() if name == "tts_requests_total"
+    }
+    assert requests and set(requests.values()) == {0.0}
+
+    response = client.post("/v1/audio/speech", json=speech())
+    assert response.status_code == 200
+    info = sf.info(io.BytesIO(response.content))
+    after = metric_samples(client)
+    # One sample of rounding: the WAV holds whole 16-bit frames of the float audio.
+    assert after[("tts_audio_seconds_total", ())] == pytest.approx(
+        info.frames / info.samplerate, abs=1 / info.samplerate
+    )
+    assert after[("tts_queue_wait_seconds_count", ())] == 1
+    assert after[("tts_batch_size_count", ())] == 1
+    assert after[("tts_requests_total", (("status", "ok"),))] == 1
+
+
 # -- backpressure, deadlines, drain -------------------------------------------------
 
 

@@ -414,6 +414,38 @@ def test_metrics_follow_the_batches() -> None:
     assert sample("tts_real_time_factor_count") == 2
 
 
+def test_internal_work_runs_apart_from_user_segments_and_stays_out_of_the_metrics() -> None:
+    async def body() -> tuple[RecordingEngine, RuntimeMetrics]:
+        engine = RecordingEngine()
+        metrics = RuntimeMetrics(max_batch_size=8)
+        batcher = await started(engine, metrics=metrics)
+        await batcher.calibrate(item(7, 7), SCALES, repeats=1)  # bypasses queue and metrics
+        assert metrics.registry.get_sample_value("tts_batch_size_count") == 0
+        engine.batches.clear()
+        (warm_up,) = batcher.submit([item(5)], SCALES, timeout_s=30, internal=True)
+        await batcher.result(warm_up)
+        blocker = await hold_worker(batcher, engine)
+        (internal,) = batcher.submit([item(6)], SCALES, timeout_s=30, internal=True)
+        users = batcher.submit([item(1, 1), item(2, 2)], SCALES, timeout_s=30)
+        engine.gate.set()
+        for job in [internal, *users]:
+            await batcher.result(job)
+        await blocker
+        await batcher.stop()
+        return engine, metrics
+
+    engine, metrics = run(body)
+    assert engine.batches == [[(5,)], [(0,)], [(6,)], [(1, 1), (2, 2)]]
+    sample = metrics.registry.get_sample_value
+    assert sample("tts_queue_wait_seconds_count") == 3  # the blocker and the two user items
+    assert sample("tts_batch_size_count") == 2
+    assert sample("tts_batch_size_sum") == 3
+    assert sample("tts_inference_seconds_count") == 2
+    assert sample("tts_padding_ratio_count") == 2
+    assert sample("tts_real_time_factor_count") == 2
+    assert sample("tts_audio_seconds_total") == pytest.approx(0.05)  # 1 + 2 + 2 samples
+
+
 def test_padding_ratio() -> None:
     assert padding_ratio([]) == 0.0
     assert padding_ratio([5, 5]) == 0.0
