@@ -162,7 +162,7 @@ class Runtime:
             ids = self.front_end.phoneme_ids(WARM_UP_TEXT)
             jobs = self.batcher.submit([SynthesisItem(ids)], scales, timeout_s=600, internal=True)
             await self.batcher.result(jobs[0])
-            if self.settings.max_batch_size > 1:
+            if self.settings.batch_calibration and self.settings.max_batch_size > 1:
                 typical = SynthesisItem(self.front_end.phoneme_ids(CALIBRATION_TEXT))
                 await self.batcher.calibrate(typical, scales)
             self.warmed_up = True

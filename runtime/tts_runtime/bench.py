@@ -135,6 +135,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue-delay-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="run the dynamic server with TTS_BATCH_CALIBRATION=false: it batches up to "
+        "--max-batch-size whether or not that pays here (compare with a calibrated run)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip piper's own server")
     parser.add_argument(
         "--control",
@@ -201,7 +207,7 @@ def _engine_scaling(model_path: Path, args: argparse.Namespace) -> list[tuple[in
 def _scaling_report(rows: list[tuple[int, float]], limit: object) -> str:
     lines = [
         "Engine alone (no HTTP, identical sentences, no padding): time per item by batch "
-        f"size. The dynamic server calibrated its batch limit to {limit}.",
+        f"size. The dynamic server's batch limit: {limit}.",
         "",
         "| batch | ms per item | items/s vs batch 1 |",
         "|--:|--:|--:|",
@@ -237,6 +243,7 @@ def _start_targets(
             TTS_DEVICE=args.device,
             TTS_PRECISION=args.precision,
             TTS_MAX_BATCH_SIZE=str(batch),
+            TTS_BATCH_CALIBRATION=str(not args.no_calibration).lower(),
             TTS_MAX_QUEUE_DELAY_MS=str(args.max_queue_delay_ms),
             TTS_REQUEST_TIMEOUT_S="600",
             TTS_LOG_LEVEL="warning",
@@ -397,7 +404,8 @@ def _report(
         f"tts-runtime bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}",
         f"model: {model_path} ({args.size if args.model_path is None else 'given'}), "
         f"device {args.device}, precision {args.precision}, dynamic max_batch_size "
-        f"{args.max_batch_size}, max_queue_delay_ms {args.max_queue_delay_ms}",
+        f"{args.max_batch_size}, max_queue_delay_ms {args.max_queue_delay_ms}, "
+        f"batch calibration {'off' if args.no_calibration else 'on'}",
         "",
         "| server   |   c | reqs | err |  req/s | audio-s/s | p50 s |  p95 s |  p99 s | batch |",
         "|----------|----:|-----:|----:|-------:|--------:|-------:|-------:|-------:|------:|",

@@ -43,6 +43,11 @@ class RuntimeSettings(BaseSettings):
         'config\'s speaker_id_map, or {"default": 0}.',
     )
     max_batch_size: int = Field(default=8, ge=1, le=256)
+    batch_calibration: bool = Field(
+        default=True,
+        description="Time the engine at start and lower the batch limit to the largest "
+        "batch that pays; false keeps max_batch_size (same limit on every node).",
+    )
     max_queue_delay_ms: float = Field(default=10.0, ge=0, le=10_000)
     max_queue_size: int = Field(default=256, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)

@@ -114,6 +114,17 @@ def test_readyz_false_until_the_warm_up_batch_ran(
     assert details["batch_limit"] in (1, 2, 4, 8)
 
 
+def test_without_calibration_the_batch_limit_is_max_batch_size(
+    engine: OnnxEngine, small_model_dir: Path
+) -> None:
+    gated = GatedEngine(engine, held=lambda items: False)
+    settings = settings_for(small_model_dir, max_batch_size=6, batch_calibration=False)
+    with TestClient(create_app(settings, gated)) as client:
+        details = wait_until_ready(client)
+    assert details["batch_limit"] == 6
+    assert [len(batch) for batch in gated.startup_batches] == [1]  # the warm-up alone
+
+
 def test_readyz_reports_the_cpu_fallback_of_an_fp16_request(small_model_dir: Path) -> None:
     fp16_engine = OnnxEngine.load(small_model_dir, "fp16", "auto")
     if fp16_engine.provider == "CUDAExecutionProvider":

@@ -24,6 +24,7 @@ def test_defaults_match_the_agreed_names(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (settings.model_name, settings.precision, settings.device) == ("tts-1", "fp16", "auto")
     assert settings.voices is None
     assert (settings.max_batch_size, settings.max_queue_delay_ms) == (8, 10.0)
+    assert settings.batch_calibration is True
     assert (settings.max_queue_size, settings.request_timeout_s) == (256, 30.0)
     assert (settings.max_input_chars, settings.max_segment_chars) == (4096, 400)
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
@@ -40,6 +41,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "TTS_DEVICE": "cpu",
         "TTS_VOICES": '{"alloy": 0, "echo": 2}',
         "TTS_MAX_BATCH_SIZE": "16",
+        "TTS_BATCH_CALIBRATION": "false",
         "TTS_PORT": "9000",
         "TTS_LOG_LEVEL": "DEBUG",
     }.items():
@@ -48,6 +50,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.model_name == "piper-lessac"
     assert settings.voices == {"alloy": 0, "echo": 2}
     assert (settings.max_batch_size, settings.port, settings.log_level) == (16, 9000, "debug")
+    assert settings.batch_calibration is False
 
 
 def test_command_line_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
