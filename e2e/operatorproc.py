@@ -13,8 +13,6 @@ from localcluster import LOOPBACK, Component, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 OPERATOR_BIN = Path(sys.executable).parent / "tts-operator"
-# Short loops so drift and retries show up within a test's patience.
-RESYNC_SECONDS = 5
 
 
 @dataclass
@@ -42,7 +40,7 @@ class OperatorProcess:
                 "TTS_OPERATOR_LOG_FORMAT": "text",
                 "TTS_OPERATOR_LOG_LEVEL": "debug",
                 "TTS_OPERATOR_PRIORITY": str(self.priority),
-                "TTS_OPERATOR_RESYNC_SECONDS": str(RESYNC_SECONDS),
+                # A short retry so waits on a missing PVC fit a test's patience.
                 "TTS_OPERATOR_RETRY_SECONDS": "2",
                 "PYTHONUNBUFFERED": "1",
             }

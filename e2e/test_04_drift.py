@@ -1,5 +1,5 @@
-"""Scenario 4: children deleted or edited by hand are put back; reconciling again (the resync
-timer, every 5 s here) changes nothing."""
+"""Scenario 4: children deleted or edited by hand are put back (child watch events, no timer);
+reconciling again changes nothing."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 from kubeapi import Kube, tts_body, wait_for
-from operatorproc import RESYNC_SECONDS, OperatorProcess
-from ttschildren import read_children, runtime_container
+from operatorproc import OperatorProcess
+from ttschildren import nudge_configmap, read_children, runtime_container
 
 NAME = "steady"
+SETTLE_SECONDS = 6
 CONTAINER = "tts-runtime"
 
 
@@ -79,16 +80,18 @@ def test_reconciling_again_changes_nothing(
     kube.wait_tts_ready(namespace, NAME, timeout=120)
 
     def settled() -> dict[str, str] | None:
-        """resourceVersions that stayed put over one resync period (pods settle first)."""
+        """resourceVersions that stayed put for SETTLE_SECONDS (pods settle first)."""
         before = _versions(kube, namespace)
-        time.sleep(RESYNC_SECONDS + 1)
+        time.sleep(SETTLE_SECONDS)
         return before if _versions(kube, namespace) == before else None
 
     before = wait_for("children to settle", settled, 60)
-    runs = running_operator.reconciles("resync")
-    # The timer reconciles this TTSService every RESYNC_SECONDS: this spans two full passes.
-    time.sleep(2 * RESYNC_SECONDS + 1)
-    assert running_operator.reconciles("resync") >= runs + 2
+    for _ in range(2):
+        runs = running_operator.reconciles("child")
+        # A hand-made annotation on the ConfigMap: its event makes the operator reconcile.
+        before["ConfigMap"] = nudge_configmap(kube, namespace, NAME)
+        _wait_child_pass(running_operator, runs)
+    time.sleep(2)  # a pass still in flight would show now
     assert _versions(kube, namespace) == before
 
 
@@ -99,3 +102,7 @@ def _versions(kube: Kube, namespace: str) -> dict[str, str]:
     }
     versions["TTSService"] = kube.get_tts(namespace, NAME)["metadata"]["resourceVersion"]
     return versions
+
+
+def _wait_child_pass(operator: OperatorProcess, runs: float) -> None:
+    wait_for("a pass from the ConfigMap's event", lambda: operator.reconciles("child") > runs, 30)

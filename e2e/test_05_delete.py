@@ -1,4 +1,5 @@
-"""Scenario 5: deleting a TTSService removes every child through the garbage collector."""
+"""Scenario 5: deleting a TTSService removes every child through the garbage collector; no
+finalizer holds the deletion, so it completes with the operator stopped too."""
 
 from __future__ import annotations
 
@@ -30,3 +31,24 @@ def test_delete_removes_every_child(
     # Gone, not just relabelled: the agreed names are free again.
     assert not kube.exists(lambda: kube.deployment(namespace, NAME))
     assert not kube.exists(lambda: kube.configmap(namespace, f"{NAME}-runtime"))
+
+
+def test_delete_completes_with_the_operator_stopped(
+    kube: Kube, running_operator: OperatorProcess, namespace: str
+) -> None:
+    kube.create_tts(namespace, tts_body(NAME))
+    kube.wait_tts_ready(namespace, NAME, timeout=120)
+    # kopf adds its finalizer only when a handler needs one (timer, daemon, on.delete).
+    assert not kube.get_tts(namespace, NAME)["metadata"].get("finalizers")
+
+    running_operator.stop()
+    try:
+        kube.delete_tts(namespace, NAME)
+        wait_for("the TTSService to be gone", lambda: not kube.tts_exists(namespace, NAME), 60)
+        wait_for(
+            "the garbage collector to remove every child",
+            lambda: not any(labelled_children(kube, namespace, NAME).values()),
+            90,
+        )
+    finally:
+        running_operator.start()

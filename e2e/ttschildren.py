@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kubeapi import Kube
@@ -55,3 +56,17 @@ def owner_uids(obj: dict[str, Any]) -> list[str]:
 def runtime_container(deployment: dict[str, Any]) -> dict[str, Any]:
     """The pod template's first (and only) container: the runtime."""
     return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+
+
+def nudge_configmap(kube: Kube, namespace: str, name: str) -> str:
+    """Annotate the runtime ConfigMap by hand: a child MODIFIED event, so the operator
+    reconciles the owner once more (the annotation is not the operator's field, so it stays;
+    no controller reacts to it, unlike a Deployment's, whose generation it would bump).
+    Returns the ConfigMap's new resourceVersion."""
+    patched = kube.core.patch_namespaced_config_map(
+        f"{name}-runtime",
+        namespace,
+        {"metadata": {"annotations": {"e2e.ttsoperator.io/nudge": str(time.monotonic_ns())}}},
+        field_manager="someone-by-hand",
+    )
+    return str(kube.plain(patched)["metadata"]["resourceVersion"])

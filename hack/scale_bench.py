@@ -62,7 +62,7 @@ def run(count: int, gpus_per_node: int, timeout: float) -> dict[str, Any]:
         operator = OperatorProcess(
             cluster.kubeconfig,
             workdir / "operator.log",
-            extra_env={"TTS_OPERATOR_LOG_LEVEL": "info", "TTS_OPERATOR_RESYNC_SECONDS": "30"},
+            extra_env={"TTS_OPERATOR_LOG_LEVEL": "info"},
         )
         operator.start()
         assert operator.component is not None and operator.component.pid is not None

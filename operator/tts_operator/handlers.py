@@ -1,10 +1,15 @@
 """Thin kopf handlers: they find the TTSService and call `reconcile` (or `refresh_status`).
 
-- create / update / resume of a TTSService: reconcile it.
-- a timer every TTS_OPERATOR_RESYNC_SECONDS: reconcile again (drift, status).
+- create / update / resume of a TTSService: reconcile it (kopf retries a TemporaryError).
 - events of owned Deployments/Services/HPAs/PDBs/ConfigMaps (managed-by label): reconcile the
   owner, so a child deleted or edited by hand is put back at once.
 - events of its pods: recompute the owner's status only (Ready counts, InsufficientGPU).
+
+No timer, daemon or on.delete handler: kopf puts its finalizer on every object that such a
+handler matches (a timer always counts), and then deleting a TTSService, or its namespace,
+hangs while the operator is down. Children carry ownerReferences, so the garbage collector deletes
+them; drift and status changes arrive as child and pod watch events (kopf re-lists after a
+watch error, and resume reconciles everything when the operator starts).
 """
 
 from __future__ import annotations
@@ -107,20 +112,6 @@ def register(
     @kopf.on.resume(*TTS, registry=registry, id="resume")
     def on_resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         run_body("resume", body, logger)
-
-    @kopf.timer(
-        *TTS,
-        registry=registry,
-        id="resync",
-        interval=settings.resync_seconds,
-        initial_delay=settings.resync_seconds,
-    )
-    def resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        try:
-            run_body("resync", body, logger)
-        except (kopf.TemporaryError, kopf.PermanentError) as err:
-            # Already in the status and (once) in an event; the next tick retries.
-            logger.debug(f"resync: {err}")
 
     def on_child(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         # The initial listing (type None) is covered by the resume handlers.

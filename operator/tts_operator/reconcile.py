@@ -1,6 +1,6 @@
 """One level-based pass for one TTSService: check, build, apply, prune, observe, report.
 
-Handlers (create/update/resume, the resync timer, child events) all call `reconcile`;
+Handlers (create/update/resume, child events) all call `reconcile`;
 running it twice in a row changes nothing. A spec that cannot work yields a Degraded
 status, a Warning event (once per new reason) and kopf.TemporaryError / PermanentError.
 """

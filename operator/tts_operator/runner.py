@@ -50,7 +50,7 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     ks.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    # Only warnings become Kubernetes Events (the resync timer would flood them otherwise).
+    # Only warnings become Kubernetes Events (child and pod events would flood them otherwise).
     ks.posting.level = logging.WARNING
     ks.peering.stealth = True
     return ks

@@ -40,8 +40,6 @@ class OperatorSettings(BaseSettings):
     priority: int = Field(default_factory=lambda: secrets.randbelow(1 << 30) + 1)
     """kopf peering priority: the highest-priority live replica acts, the others pause. kopf
     pauses on equal priorities too, so the default is random per process."""
-    resync_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
-    """How often every TTSService is reconciled again (restores drift, refreshes status)."""
     retry_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
     """Delay before retrying a TTSService that is not ready to reconcile (e.g. PVC missing)."""
 

@@ -26,7 +26,7 @@ def test_crd_check_and_write(tmp_path: Path) -> None:
 def test_run_refuses_bad_settings(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("TTS_OPERATOR_RESYNC_SECONDS", "0")
+    monkeypatch.setenv("TTS_OPERATOR_RETRY_SECONDS", "0")
     assert main(["run"]) == 2
     assert "TTS_OPERATOR_" in capsys.readouterr().err
 

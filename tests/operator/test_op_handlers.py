@@ -83,8 +83,10 @@ def test_pod_event_refreshes_status_only(handlers: dict[str, Any], kube: FakeKub
     assert reasons["Degraded"] == "InsufficientGPU"
 
 
-def test_resync_swallows_retryable_problems(handlers: dict[str, Any], kube: FakeKube) -> None:
+def test_child_event_swallows_retryable_problems(handlers: dict[str, Any], kube: FakeKube) -> None:
+    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    service = body_of(kube, "Service", "voice")
     kube.delete("v1", "PersistentVolumeClaim", NS, "voices")
-    handlers["resync"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG)
     with pytest.raises(kopf.TemporaryError):
         handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG)

@@ -38,15 +38,34 @@ def test_kopf_bookkeeping_lives_in_annotations() -> None:
 
 def test_register_needs_no_cluster_and_covers_every_cause() -> None:
     registry = kopf.OperatorRegistry()
-    register(OperatorSettings(resync_seconds=12), registry)
+    register(OperatorSettings(), registry)
     ids = {h.id for h in registry._changing.get_all_handlers()}
-    assert {"create", "update"} <= ids
-    [timer] = registry._spawning.get_all_handlers()
-    assert timer.interval == 12
+    assert {"create", "update", "resume"} <= ids
     watched = {h.id for h in registry._watching.get_all_handlers()}
     assert {"child-deployments", "child-services", "child-configmaps"} <= watched
     assert {"child-horizontalpodautoscalers", "child-poddisruptionbudgets"} <= watched
     assert registry._activities.get_all_handlers()  # the login handler
+
+
+def test_no_handler_makes_kopf_add_its_finalizer() -> None:
+    # kopf blocks deletion with a finalizer when any spawning handler (timer, daemon) or a
+    # non-optional on.delete handler matches; with the operator down, deletion would hang.
+    registry = kopf.OperatorRegistry()
+    register(OperatorSettings(), registry)
+    assert registry._spawning.get_all_handlers() == []
+    changing = registry._changing.get_all_handlers()
+    assert changing and not any(h.requires_finalizer for h in changing)
+    assert not any(h.reason == kopf.Reason.DELETE for h in changing)
+
+
+def test_a_timer_would_make_kopf_add_its_finalizer() -> None:
+    """The check above can fail: kopf marks every timer as needing the finalizer."""
+    registry = kopf.OperatorRegistry()
+    register(OperatorSettings(), registry)
+    kopf.timer("ttsoperator.io", "v1alpha1", "ttsservices", registry=registry, interval=30)(
+        lambda **_: None
+    )
+    assert any(h.requires_finalizer for h in registry._spawning.get_all_handlers())
 
 
 def test_observed_counts_results_and_reraises() -> None:
