@@ -21,12 +21,7 @@ def test_delete_removes_every_child(
 
     kube.delete_tts(namespace, NAME)
 
-    wait_for("the TTSService to be gone", lambda: not kube.tts_exists(namespace, NAME), 60)
-    wait_for(
-        "every labelled child to be collected",
-        lambda: not any(labelled_children(kube, namespace, NAME).values()),
-        90,
-    )
+    wait_deleted_with_children(kube, namespace)
     wait_for("the pods to be gone", lambda: not kube.pods(namespace, instance_selector(NAME)), 90)
     # Gone, not just relabelled: the agreed names are free again.
     assert not kube.exists(lambda: kube.deployment(namespace, NAME))
@@ -44,11 +39,15 @@ def test_delete_completes_with_the_operator_stopped(
     running_operator.stop()
     try:
         kube.delete_tts(namespace, NAME)
-        wait_for("the TTSService to be gone", lambda: not kube.tts_exists(namespace, NAME), 60)
-        wait_for(
-            "the garbage collector to remove every child",
-            lambda: not any(labelled_children(kube, namespace, NAME).values()),
-            90,
-        )
+        wait_deleted_with_children(kube, namespace)
     finally:
         running_operator.start()
+
+
+def wait_deleted_with_children(kube: Kube, namespace: str) -> None:
+    wait_for("the TTSService to be gone", lambda: not kube.tts_exists(namespace, NAME), 60)
+    wait_for(
+        "every labelled child to be collected",
+        lambda: not any(labelled_children(kube, namespace, NAME).values()),
+        90,
+    )
