@@ -36,8 +36,7 @@ lint: setup
 # The TTSService CRD is generated from the pydantic models (a test fails when it is stale).
 crds: setup
 	$(BIN)/tts-operator crd --write crds/ttsservices.ttsoperator.io.yaml
-	$(BIN)/tts-operator docs --write docs/operator.md
-	$(BIN)/python tests/chart/readme_reference.py --write
+	$(BIN)/tts-operator docs --write docs/operator.md README.md
 
 # Local cluster + chart + operator + TTSService + runtime + a real request (see hack/demo.sh).
 demo: setup

@@ -29,7 +29,8 @@ def _crd(args: argparse.Namespace) -> int:
 def _docs(args: argparse.Namespace) -> int:
     from tts_operator import docgen
 
-    print(f"wrote {docgen.write(Path(args.write))}")
+    for path in [Path(p) for p in args.write] or list(docgen.DOC_PATHS):
+        print(f"wrote {docgen.write(path)}")
     return 0
 
 
@@ -74,8 +75,12 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--write", metavar="PATH", help=f"write it (usually {crdgen.CRD_PATH})")
     group.add_argument("--check", metavar="PATH", help="exit 1 when PATH differs from it")
     crd.set_defaults(func=_crd)
-    docs = sub.add_parser("docs", help="regenerate the spec-field table in docs/operator.md")
-    docs.add_argument("--write", metavar="PATH", required=True, help="the Markdown file")
+    docs = sub.add_parser(
+        "docs", help="regenerate the spec-field reference in docs/operator.md and README.md"
+    )
+    docs.add_argument(
+        "--write", metavar="PATH", nargs="*", default=[], help="only these Markdown files"
+    )
     docs.set_defaults(func=_docs)
     return p
 
