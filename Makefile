@@ -30,8 +30,12 @@ lint: setup
 	$(BIN)/ruff check operator runtime tests e2e hack
 	$(BIN)/ruff format --check operator runtime tests e2e hack
 	$(BIN)/mypy
-	# e2e/ and hack/ are scripts with their own import roots (e2e's helpers are top-level modules).
+	# Tests and scripts have their own import roots (their helpers are top-level modules, and
+	# each test folder has its own conftest), so each is checked on its own.
 	MYPYPATH=e2e:operator:runtime $(BIN)/mypy --strict e2e hack
+	for dir in tests/runtime tests/operator tests/chart; do \
+		MYPYPATH=$$dir:operator:runtime $(BIN)/mypy --strict $$dir || exit 1; \
+	done
 
 # The TTSService CRD is generated from the pydantic models (a test fails when it is stale).
 crds: setup

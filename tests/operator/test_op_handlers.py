@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -31,7 +31,7 @@ def handlers(kube: FakeKube) -> dict[str, Any]:
     registry = kopf.OperatorRegistry()
     settings = OperatorSettings()
     register(settings, registry, lambda s: Context(kube=kube, settings=s, events=lambda *a: None))
-    found = {h.id: h.fn for h in registry._changing.get_all_handlers()}
+    found: dict[str, Any] = {h.id: h.fn for h in registry._changing.get_all_handlers()}
     found.update({h.id: h.fn for h in registry._watching.get_all_handlers()})
     found.update({h.id: h.fn for h in registry._spawning.get_all_handlers()})
     return found
@@ -40,7 +40,7 @@ def handlers(kube: FakeKube) -> dict[str, Any]:
 def body_of(kube: FakeKube, kind: str, name: str) -> kopf.Body:
     found = kube.find(kind, NS, name)
     assert found is not None
-    return kopf.Body(copy.deepcopy(found))
+    return kopf.Body(cast(kopf.RawBody, copy.deepcopy(found)))
 
 
 def test_create_builds_the_children(handlers: dict[str, Any], kube: FakeKube) -> None:
@@ -75,7 +75,7 @@ def test_pod_event_refreshes_status_only(handlers: dict[str, Any], kube: FakeKub
     changes = kube.changes
     pod = unschedulable_pod("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
     kube.add(pod)
-    handlers["pods"](event={"type": "ADDED"}, body=kopf.Body(pod), logger=LOG)
+    handlers["pods"](event={"type": "ADDED"}, body=kopf.Body(cast(kopf.RawBody, pod)), logger=LOG)
     assert kube.changes == changes
     owner = kube.find("TTSService", NS, "voice")
     assert owner is not None
