@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
+from tts_runtime.engine_types import Audio, MemoryMode, SynthesisItem, SynthesisScales
 from tts_runtime.errors import ModelLoadError
 from tts_runtime.fp16 import convert_model_to_fp16
 from tts_runtime.graph import DurationsNotFoundError, expose_durations
@@ -51,6 +53,8 @@ class OnnxEngine:
         precision: Precision,
         fallback_reason: str | None,
         num_parameters: int,
+        run_options: ort.RunOptions | None = None,
+        after_run: Callable[[], object] | None = None,
     ) -> None:
         self._session = session
         self.config = config
@@ -61,6 +65,8 @@ class OnnxEngine:
         self._precision = precision
         self._provider: str = session.get_providers()[0]
         self._uses_sid = any(i.name == "sid" for i in session.get_inputs())
+        self._run_options = run_options
+        self._after_run = after_run
 
     @property
     def sample_rate(self) -> int:
@@ -75,7 +81,13 @@ class OnnxEngine:
         return self._precision
 
     @classmethod
-    def load(cls, model_path: Path, precision: Precision, device: Device = "auto") -> OnnxEngine:
+    def load(
+        cls,
+        model_path: Path,
+        precision: Precision,
+        device: Device = "auto",
+        memory: MemoryMode = "shrink",
+    ) -> OnnxEngine:
         """Load a Piper voice; ModelLoadError names the file and the problem."""
         model_file, config_file = resolve_model_files(model_path)
         config = load_voice_config(config_file)
@@ -89,7 +101,7 @@ class OnnxEngine:
         except DurationsNotFoundError as error:
             raise ModelLoadError(model_file, str(error)) from error
         _check_contract(model, config, model_file)
-        session = _open_session(model, plan, model_file)
+        session = _open_session(model, plan, model_file, memory)
         if plan.fallback_reason:
             _LOGGER.warning("%s (model %s)", plan.fallback_reason, model_file)
         name = model_path.name if model_path.is_dir() else model_file.name.removesuffix(".onnx")
@@ -101,6 +113,8 @@ class OnnxEngine:
             precision=plan.precision,
             fallback_reason=plan.fallback_reason,
             num_parameters=sum(int(np.prod(t.dims)) for t in model.graph.initializer),
+            run_options=_run_options(memory, plan.provider),
+            after_run=heap_trimmer() if memory == "shrink" else None,
         )
         _LOGGER.info(
             "loaded %s: %d parameters, %s on %s",
@@ -130,7 +144,11 @@ class OnnxEngine:
         }
         if self._uses_sid:
             feeds["sid"] = np.array([item.speaker_id for item in items], dtype=np.int64)
-        audio, durations = self._session.run(["output", self._durations_output], feeds)
+        audio, durations = self._session.run(
+            ["output", self._durations_output], feeds, self._run_options
+        )
+        if self._after_run is not None:
+            self._after_run()
         audio = np.asarray(audio, dtype=np.float32).reshape(len(items), -1)
         frames = np.rint(np.asarray(durations, dtype=np.float64).reshape(len(items), -1).sum(1))
         hop = self.config.hop_length
@@ -239,9 +257,53 @@ def _check_contract(model: onnx.ModelProto, config: VoiceConfig, model_file: Pat
         )
 
 
-def _open_session(model: onnx.ModelProto, plan: _Plan, model_file: Path) -> ort.InferenceSession:
+def session_options(memory: MemoryMode) -> ort.SessionOptions:
+    """Session options for variable-length input. Every request brings new shapes, so a
+    memory pattern planned for one shape is rarely reused and only adds to what is kept;
+    with the arena's default growth (powers of two, never returned) a pod's RSS climbs to
+    the largest batch it ever ran and past it (measured in docs/benchmarks.md)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's own warnings are not actionable here
+    if memory != "grow":
+        options.enable_mem_pattern = False
+    if memory == "no-arena":
+        options.enable_cpu_mem_arena = False
+    return options
+
+
+def _run_options(memory: MemoryMode, provider: str) -> ort.RunOptions | None:
+    """For "shrink": after each run, free the arena chunks that run added (the arena's
+    first chunk stays, so a steady load does not pay for allocation every time)."""
+    if memory != "shrink":
+        return None
+    run_options = ort.RunOptions()
+    arenas = "cpu:0;gpu:0" if provider == CUDA else "cpu:0"
+    run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+    return run_options
+
+
+@functools.cache
+def heap_trimmer() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0), or None where the C library has none (musl).
+
+    What the arena gives back after a run, and the audio and encoding buffers of finished
+    requests, are freed to glibc, which keeps freed memory of its per-thread heaps mapped
+    for reuse: measured on the joe voice, a batch-of-8 soak kept climbing without this.
+    Its cost is part of what `tts-runtime memory` measures for the "shrink" mode."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return functools.partial(trim, 0)
+
+
+def _open_session(
+    model: onnx.ModelProto, plan: _Plan, model_file: Path, memory: MemoryMode
+) -> ort.InferenceSession:
+    options = session_options(memory)
     providers: list[Any] = [(CUDA, CUDA_OPTIONS), CPU] if plan.provider == CUDA else [CPU]
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)

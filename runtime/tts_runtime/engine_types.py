@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 Audio = npt.NDArray[np.float32]
+
+# How onnxruntime keeps the memory of one run for the next (docs/runtime.md, "Memory"):
+#   shrink    arena on, memory patterns off, the arena shrunk back after every run (default)
+#   grow      onnxruntime's defaults: the arena keeps the largest blocks it ever needed
+#   no-arena  every tensor malloc'ed and freed (glibc keeps much of it resident anyway)
+MemoryMode = Literal["shrink", "grow", "no-arena"]
+MEMORY_MODES: tuple[MemoryMode, ...] = ("shrink", "grow", "no-arena")
 
 
 @dataclass(frozen=True)

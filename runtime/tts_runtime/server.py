@@ -88,7 +88,9 @@ def serve(settings: RuntimeSettings) -> int:
     from tts_runtime.engine import OnnxEngine
 
     try:
-        engine = OnnxEngine.load(settings.model_path, settings.precision, settings.device)
+        engine = OnnxEngine.load(
+            settings.model_path, settings.precision, settings.device, settings.memory_mode
+        )
         app = create_app(settings, engine)
     except (ModelLoadError, StartupError) as exc:
         print(f"tts-runtime: {exc}", file=sys.stderr)

@@ -13,6 +13,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from tts_runtime.engine_types import MemoryMode
+
 ENV_PREFIX = "TTS_"
 
 
@@ -41,6 +43,12 @@ class RuntimeSettings(BaseSettings):
         default=None,
         description="JSON object voice name -> speaker id; default: the voice "
         'config\'s speaker_id_map, or {"default": 0}.',
+    )
+    memory_mode: MemoryMode = Field(
+        default="shrink",
+        description="How onnxruntime keeps memory between runs: shrink (arena shrunk back "
+        "after every run: memory stays flat), grow (onnxruntime's defaults: keeps the "
+        "largest batch's memory), no-arena (malloc per tensor).",
     )
     max_batch_size: int = Field(default=8, ge=1, le=256)
     batch_calibration: bool = Field(

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import onnx
 import pytest
 from tts_runtime import engine as engine_module
 from tts_runtime.engine import OnnxEngine, fp16_path
-from tts_runtime.engine_types import SynthesisItem, SynthesisScales
+from tts_runtime.engine_types import MEMORY_MODES, SynthesisItem, SynthesisScales
 from tts_runtime.errors import ModelLoadError
 from tts_runtime.fp16 import convert_to_fp16
 from tts_runtime.graph import find_durations_tensor
@@ -219,3 +221,63 @@ def test_durations_found_for_the_loaded_model(small_model_dir: Path) -> None:
     model = onnx.load(str(small_model_dir / "model.onnx"))
     ceil = next(n for n in model.graph.node if n.op_type == "Ceil")
     assert find_durations_tensor(model) == ceil.output[0]
+
+
+def test_memory_modes_make_the_same_audio(small_model_dir: Path) -> None:
+    runs = {
+        mode: OnnxEngine.load(small_model_dir, "fp32", "cpu", mode).synthesize([SHORT, LONG], QUIET)
+        for mode in MEMORY_MODES
+    }
+    for audio in runs.values():
+        for got, expected in zip(audio, runs["grow"], strict=True):
+            np.testing.assert_array_equal(got, expected)
+
+
+_RETAINED = """
+import sys
+from pathlib import Path
+from tts_runtime.engine import OnnxEngine
+from tts_runtime.engine_types import MEMORY_MODES, SynthesisItem, SynthesisScales
+
+def rss_mib():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+engine = OnnxEngine.load(Path(sys.argv[1]), "fp32", "cpu", sys.argv[2])
+quiet = SynthesisScales(0.0, 1.0, 0.0)
+small = [SynthesisItem((1, 0, 20, 0, 2))]
+engine.synthesize(small, quiet)
+before = rss_mib()
+engine.synthesize([SynthesisItem((1, *[20, 0] * 200, 2))] * 32, quiet)  # one large batch
+engine.synthesize(small, quiet)
+print(rss_mib() - before)
+"""
+
+
+def test_shrink_gives_a_large_batchs_memory_back_and_grow_keeps_it(
+    small_model_dir: Path,
+) -> None:
+    """Each mode in a fresh process: RSS kept after one large batch and a small one."""
+    retained = {
+        mode: float(
+            subprocess.run(
+                [sys.executable, "-c", _RETAINED, str(small_model_dir), mode],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            ).stdout
+        )
+        for mode in ("grow", "shrink")
+    }
+    assert retained["grow"] > 300, retained  # the batch is large enough to show the effect
+    assert retained["shrink"] < retained["grow"] / 4, retained
+
+
+def test_session_options_per_memory_mode() -> None:
+    grow, shrink, no_arena = (
+        engine_module.session_options(m) for m in ("grow", "shrink", "no-arena")
+    )
+    assert grow.enable_mem_pattern and grow.enable_cpu_mem_arena  # onnxruntime's defaults
+    assert not shrink.enable_mem_pattern and shrink.enable_cpu_mem_arena  # shrinkage needs it
+    assert not no_arena.enable_mem_pattern and not no_arena.enable_cpu_mem_arena

@@ -25,6 +25,7 @@ def test_defaults_match_the_agreed_names(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.voices is None
     assert (settings.max_batch_size, settings.max_queue_delay_ms) == (8, 10.0)
     assert settings.batch_calibration is True
+    assert settings.memory_mode == "shrink"
     assert (settings.max_queue_size, settings.request_timeout_s) == (256, 30.0)
     assert (settings.max_input_chars, settings.max_segment_chars) == (4096, 400)
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
@@ -77,6 +78,7 @@ def test_command_line_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"TTS_VOICES": "{}"}, "at least one voice"),
         ({"TTS_VOICES": '{"alloy": -1}'}, "must be >= 0"),
         ({"TTS_LOG_LEVEL": "loud"}, "TTS_LOG_LEVEL"),
+        ({"TTS_MEMORY_MODE": "unlimited"}, "TTS_MEMORY_MODE: Input should be 'shrink'"),
     ],
 )
 def test_bad_settings_raise_one_clear_message(
