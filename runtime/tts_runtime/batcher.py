@@ -29,6 +29,7 @@ import enum
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,7 +122,9 @@ class BatchStats:
     segments: int = 0
     retried_batches: int = 0
     scheduler_restarts: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    # How many batches of each size: a Counter, not a list, so a pod that runs for weeks
+    # holds one entry per size rather than one per batch.
+    batch_sizes: Counter[int] = field(default_factory=Counter)
 
 
 def doublings(limit: int) -> list[int]:
@@ -474,7 +477,7 @@ class Batcher:
         assert outcome.audios is not None
         self.stats.batches += 1
         self.stats.segments += len(batch)
-        self.stats.batch_sizes.append(len(batch))
+        self.stats.batch_sizes[len(batch)] += 1
         self._batch_seconds_ewma = 0.8 * self._batch_seconds_ewma + 0.2 * outcome.seconds
         if self._metrics is None or batch[0].internal:  # batches never mix internal and user
             return

@@ -105,7 +105,7 @@ def test_segments_queued_while_worker_busy_share_one_batch_up_to_max_size() -> N
         await blocker
         assert [a.tolist() for a in audios] == [[float(i), float(i)] for i in range(1, 7)]
         assert [len(b) for b in engine.batches] == [1, 4, 2]
-        assert batcher.stats.batch_sizes == [1, 4, 2]
+        assert batcher.stats.batch_sizes == {1: 1, 4: 1, 2: 1}
         await batcher.stop()
 
     run(body)
