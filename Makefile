@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIPER_VERSION := 1.8.0
+FASTER_WHISPER_VERSION := 1.2.1
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test unit lint crds demo demo-down clean
@@ -14,10 +15,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[operator,runtime,dev]'
+	$(BIN)/pip install -q -e '.[operator,runtime,dev,speech]'
 	# piper-tts is GPL-3.0 and optional (espeak phonemization, the benchmark's peer, the
-	# cross-check test). --no-deps keeps its CPU onnxruntime from clobbering onnxruntime-gpu.
-	$(BIN)/pip install -q --no-deps piper-tts==$(PIPER_VERSION)
+	# cross-check test), and faster-whisper is the tests' speech recognizer. --no-deps keeps
+	# their CPU onnxruntime from clobbering onnxruntime-gpu (their other needs are in extras).
+	$(BIN)/pip install -q --no-deps piper-tts==$(PIPER_VERSION) faster-whisper==$(FASTER_WHISPER_VERSION)
 	@touch $(STAMP)
 
 test: setup cluster-binaries
