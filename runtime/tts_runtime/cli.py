@@ -1,4 +1,4 @@
-"""`tts-runtime serve | convert | testmodel | bench`.
+"""`tts-runtime serve | convert | testmodel | bench | soak | memory`.
 
 Every failure a user can cause (bad setting, unloadable model, missing file)
 ends with one clear line on stderr and a non-zero exit, never a traceback.
@@ -47,9 +47,21 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="benchmark batch=1 vs dynamic batching vs piper's own server"
     )
-    from tts_runtime.bench import add_arguments
+    from tts_runtime import bench as bench_module
+    from tts_runtime import memory_bench as memory_module
+    from tts_runtime import soak as soak_module
 
-    add_arguments(bench)
+    bench_module.add_arguments(bench)
+    soak = commands.add_parser(
+        "soak", help="run one server under a long mixed load and watch its memory (RSS)"
+    )
+    soak_module.add_arguments(soak)
+    memory = commands.add_parser(
+        "memory",
+        help="compare the engine's memory modes side by side: RSS held and speed, "
+        "each mode in its own process",
+    )
+    memory_module.add_arguments(memory)
     return parser
 
 
@@ -62,9 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _convert(args.source, args.target)
         if args.command == "testmodel":
             return _testmodel(args.out_dir, args.size, args.speakers)
-        from tts_runtime.bench import run_benchmark
-
-        return run_benchmark(args)
+        return _measure(args)
     except KeyboardInterrupt:
         return 130
 
@@ -72,6 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"tts-runtime: {message}", file=sys.stderr)
     return code
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from tts_runtime.bench import NoVoiceError, run_benchmark
+    from tts_runtime.memory_bench import run_memory
+    from tts_runtime.soak import run_soak
+
+    commands = {"bench": run_benchmark, "soak": run_soak, "memory": run_memory}
+    try:
+        return commands[args.command](args)
+    except NoVoiceError as exc:
+        return _fail(str(exc))
 
 
 def _serve(args: argparse.Namespace) -> int:
