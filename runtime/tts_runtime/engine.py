@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -15,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from tts_runtime import heap
 from tts_runtime.engine_types import Audio, MemoryMode, SynthesisItem, SynthesisScales
 from tts_runtime.errors import ModelLoadError
 from tts_runtime.fp16 import convert_model_to_fp16
@@ -101,6 +100,8 @@ class OnnxEngine:
         except DurationsNotFoundError as error:
             raise ModelLoadError(model_file, str(error)) from error
         _check_contract(model, config, model_file)
+        if memory == "shrink":
+            heap.keep_large_blocks_out_of_the_heap()  # before the session's threads start
         session = _open_session(model, plan, model_file, memory)
         if plan.fallback_reason:
             _LOGGER.warning("%s (model %s)", plan.fallback_reason, model_file)
@@ -114,7 +115,7 @@ class OnnxEngine:
             fallback_reason=plan.fallback_reason,
             num_parameters=sum(int(np.prod(t.dims)) for t in model.graph.initializer),
             run_options=_run_options(memory, plan.provider),
-            after_run=heap_trimmer() if memory == "shrink" else None,
+            after_run=heap.trim if memory == "shrink" else None,
         )
         _LOGGER.info(
             "loaded %s: %d parameters, %s on %s",
@@ -273,31 +274,14 @@ def session_options(memory: MemoryMode) -> ort.SessionOptions:
 
 def _run_options(memory: MemoryMode, provider: str) -> ort.RunOptions | None:
     """For "shrink": after each run, free the arena chunks that run added (the arena's
-    first chunk stays, so a steady load does not pay for allocation every time)."""
+    first chunk stays, so a steady load does not pay for allocation every time); the
+    engine then trims glibc's heaps too (tts_runtime.heap)."""
     if memory != "shrink":
         return None
     run_options = ort.RunOptions()
     arenas = "cpu:0;gpu:0" if provider == CUDA else "cpu:0"
     run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
     return run_options
-
-
-@functools.cache
-def heap_trimmer() -> Callable[[], object] | None:
-    """glibc's malloc_trim(0), or None where the C library has none (musl).
-
-    What the arena gives back after a run, and the audio and encoding buffers of finished
-    requests, are freed to glibc, which keeps freed memory of its per-thread heaps mapped
-    for reuse: measured on the joe voice, a batch-of-8 soak kept climbing without this.
-    Its cost is part of what `tts-runtime memory` measures for the "shrink" mode."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return functools.partial(trim, 0)
 
 
 def _open_session(
