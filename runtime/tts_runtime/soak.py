@@ -3,7 +3,8 @@
 A leak shows as resident memory (VmRSS) that keeps growing once the server has
 seen every kind of request. So: RSS when ready, RSS after the first report (by
 then the allocator and onnxruntime's arenas have seen most input shapes), RSS at
-the end, and the peak (VmHWM). The mix is deterministic for a seed: input
+the end, each read between waves of requests with none in flight, and the peak
+(VmHWM). The mix is deterministic for a seed: input
 lengths drawn log-uniformly from 3 to 150 words (short requests dominate, as in
 real traffic), several speeds (each its own batch scales) and mostly WAV with
 the other encoders in the mix. A measurement, not a test: missed targets still
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,7 +173,12 @@ def status_mib(pid: int, key: str) -> float:
 
 @dataclass
 class _Progress:
-    """Counts finished requests and prints RSS at every report point."""
+    """Counts finished requests and prints RSS at every report point.
+
+    The load runs in waves of `every` requests and RSS is read between waves, when no
+    request is in flight: a reading taken mid-batch would add whatever that batch happens
+    to be using (a hundred MiB and more for eight long segments) and hide the trend. What
+    a batch uses while it runs shows in the peak (VmHWM) instead."""
 
     process: subprocess.Popen[bytes]
     total: int
@@ -188,10 +195,9 @@ class _Progress:
             self.errors[error] += 1
         if self.process.poll() is not None:
             self.died = True
-        elif self.done % self.every == 0 or self.done == self.total:
-            self._report()
 
-    def _report(self) -> None:
+    def report(self) -> None:
+        """RSS now (call between waves: nothing in flight)."""
         rss = status_mib(self.process.pid, "VmRSS")
         self.reports.append((self.done, rss))
         print(
@@ -210,17 +216,21 @@ async def _send_all(
     concurrency: int,
     progress: _Progress,
 ) -> None:
-    pending = iter(bodies)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        for start in range(0, len(bodies), progress.every):
+            pending = iter(bodies[start : start + progress.every])
 
-        async def client_loop() -> None:
-            for body in pending:
-                if progress.died:
-                    return
-                progress.record(await _send(client, body))
+            async def client_loop(pending: Iterator[dict[str, object]] = pending) -> None:
+                for body in pending:
+                    if progress.died:
+                        return
+                    progress.record(await _send(client, body))
 
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+            await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+            if progress.died:
+                return
+            progress.report()
 
 
 async def _send(client: httpx.AsyncClient, body: dict[str, object]) -> str | None:
