@@ -285,12 +285,7 @@ async def _plan(runtime: Runtime, request: SpeechRequest) -> _Plan:
             "voice's language",
             param="input",
         )
-    defaults = runtime.config.default_scales()
-    scales = SynthesisScales(
-        noise_scale=defaults.noise_scale,
-        length_scale=defaults.length_scale / request.speed,
-        noise_w=defaults.noise_w,
-    )
+    scales = runtime.config.default_scales().at_speed(request.speed)
     return _Plan(items, scales, fmt, request.stream)
 
 

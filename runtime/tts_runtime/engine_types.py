@@ -6,6 +6,7 @@ without knowing anything about onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -31,6 +32,10 @@ class SynthesisScales:
     noise_scale: float
     length_scale: float
     noise_w: float
+
+    def at_speed(self, speed: float) -> SynthesisScales:
+        """These scales for a request's `speed`: Piper's length_scale is 1 / speed."""
+        return dataclasses.replace(self, length_scale=self.length_scale / speed)
 
 
 @dataclass(frozen=True)

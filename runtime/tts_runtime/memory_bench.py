@@ -94,11 +94,6 @@ def _segments(rng: random.Random) -> Iterator[str]:
         yield from split_sentences(random_text(rng, word_count(rng)), SEGMENT_CHARS)
 
 
-def batch_scales(defaults: SynthesisScales, speed: float) -> SynthesisScales:
-    """The voice's scales at `speed`, as the server computes them for a request."""
-    return dataclasses.replace(defaults, length_scale=defaults.length_scale / speed)
-
-
 # -- the worker (one process per mode) ----------------------------------------------
 
 
@@ -180,7 +175,7 @@ def _engine_batch(
     phoneme_ids: Callable[[str], tuple[int, ...]], defaults: SynthesisScales, batch: PlannedBatch
 ) -> EngineBatch:
     items = [SynthesisItem(phoneme_ids(segment)) for segment in batch.segments]
-    return items, batch_scales(defaults, batch.speed)
+    return items, defaults.at_speed(batch.speed)
 
 
 def _run(engine: SynthesisEngine, batches: Iterable[EngineBatch]) -> Sample:

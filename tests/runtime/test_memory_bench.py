@@ -19,7 +19,6 @@ from tts_runtime.memory_bench import (
     ModeResult,
     Sample,
     add_arguments,
-    batch_scales,
     comparison_lines,
     drive,
     plan_batches,
@@ -73,12 +72,12 @@ def test_each_batch_has_one_speed_and_all_speeds_occur() -> None:
     assert set(speeds) == set(SPEEDS) == {0.75, 1.0, 1.25, 1.5}
 
 
-def test_batch_scales_divide_the_length_scale_by_the_speed_only() -> None:
+def test_scales_at_a_speed_divide_the_length_scale_by_the_speed_only() -> None:
     defaults = SynthesisScales(noise_scale=0.667, length_scale=1.2, noise_w=0.8)
-    fast = batch_scales(defaults, 1.5)
+    fast = defaults.at_speed(1.5)
     assert (fast.noise_scale, fast.noise_w) == (0.667, 0.8)
     assert fast.length_scale == pytest.approx(1.2 / 1.5)
-    assert batch_scales(defaults, 1.0) == defaults
+    assert defaults.at_speed(1.0) == defaults
 
 
 # -- the schedule -------------------------------------------------------------------
