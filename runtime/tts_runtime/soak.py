@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,7 +180,6 @@ class _Progress:
     a batch uses while it runs shows in the peak (VmHWM) instead."""
 
     process: subprocess.Popen[bytes]
-    total: int
     every: int
     started: float = field(default_factory=time.perf_counter)
     done: int = 0
@@ -219,18 +217,28 @@ async def _send_all(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         for start in range(0, len(bodies), progress.every):
-            pending = iter(bodies[start : start + progress.every])
-
-            async def client_loop(pending: Iterator[dict[str, object]] = pending) -> None:
-                for body in pending:
-                    if progress.died:
-                        return
-                    progress.record(await _send(client, body))
-
-            await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+            await _wave(client, bodies[start : start + progress.every], concurrency, progress)
             if progress.died:
                 return
             progress.report()
+
+
+async def _wave(
+    client: httpx.AsyncClient,
+    bodies: list[dict[str, object]],
+    concurrency: int,
+    progress: _Progress,
+) -> None:
+    """Send `bodies` from `concurrency` clients; returns when the last one is answered."""
+    pending = iter(bodies)
+
+    async def client_loop() -> None:
+        for body in pending:
+            if progress.died:
+                return
+            progress.record(await _send(client, body))
+
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
 
 
 async def _send(client: httpx.AsyncClient, body: dict[str, object]) -> str | None:
@@ -273,7 +281,7 @@ def _soak(target: Target, args: argparse.Namespace) -> int:
     print(f"ready: RSS {ready:.0f} MiB (pid {target.process.pid})", flush=True)
     voices = httpx.get(f"{target.url}/v1/audio/voices", timeout=30).json()["data"]
     bodies = soak_requests(args.requests, args.seed, voices[0]["id"])
-    progress = _Progress(target.process, len(bodies), args.report_every)
+    progress = _Progress(target.process, args.report_every)
     asyncio.run(_send_all(target.url, bodies, args.concurrency, progress))
     if progress.died or target.process.poll() is not None:
         tail = target.log.read_text(errors="replace")[-2000:]
