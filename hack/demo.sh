@@ -18,7 +18,7 @@ set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-STATE="$ROOT/.cache/demo"          # pids, logs, kubeconfigs, the test model (ignored)
+STATE="$ROOT/.cache/demo"          # pids, logs, kubeconfigs, the voice directory (ignored)
 OUT_DIR="$ROOT/out/demo"           # NAME.wav and the text it says, NAME.txt (ignored)
 CLUSTER_DIR="$STATE/cluster"
 VENV_BIN="$ROOT/.venv/bin"
