@@ -19,8 +19,8 @@ import kubeapi
 import pytest
 from e2e_provider import PROVIDER
 from kubeapi import Kube
-from localcluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, locate_binaries
 from operatorproc import OperatorProcess
+from tts_cluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, locate_binaries
 
 CRD_DIR = REPO_ROOT / "crds"
 WORK_ROOT = REPO_ROOT / ".cache" / "e2e"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from localcluster import GPU_RESOURCE, REPO_ROOT, ClusterError, wait_until
+from tts_cluster import GPU_RESOURCE, REPO_ROOT, ClusterError, wait_until
 
 CLUSTER_NAME = "tts-e2e"
 RUNTIME_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.0"

@@ -9,8 +9,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster import LOOPBACK, Component, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+from tts_cluster import LOOPBACK, Component, free_port, wait_until
 
 OPERATOR_BIN = Path(sys.executable).parent / "tts-operator"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubeapi import Kube, condition, ready_pods, tts_body, wait_for
-from localcluster import GPU_RESOURCE
 from operatorproc import OperatorProcess
+from tts_cluster import GPU_RESOURCE
 from ttschildren import instance_selector, owner_uids, read_children, runtime_container
 
 NAME = "voice"

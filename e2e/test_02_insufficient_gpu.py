@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from e2e_provider import PROVIDER
 from kubeapi import Kube, condition, tts_body, wait_for
-from localcluster import GPU_RESOURCE
 from operatorproc import OperatorProcess
+from tts_cluster import GPU_RESOURCE
 from ttschildren import instance_selector
 
 NAME = "scarce"

@@ -23,8 +23,8 @@ from typing import Any, cast
 import pytest
 import yaml
 from kubeapi import Kube, condition, tts_body, wait_for
-from localcluster import REPO_ROOT, Binaries, ClusterError, locate_binaries
 from operatorproc import OperatorProcess
+from tts_cluster import REPO_ROOT, Binaries, ClusterError, locate_binaries
 
 CHART = REPO_ROOT / "charts" / "tts-operator"
 CRD_NAME = "ttsservices.ttsoperator.io"

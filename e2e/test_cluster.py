@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from e2e_provider import PROVIDER
 from kubeapi import Kube, condition, wait_for
-from localcluster import GPU_RESOURCE, Binaries, LocalCluster, child_pids
+from tts_cluster import GPU_RESOURCE, Binaries, LocalCluster, child_pids
 
 local_only = pytest.mark.skipif(
     PROVIDER != "local", reason="checks the Go-module-built control plane (E2E_PROVIDER=local)"

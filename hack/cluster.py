@@ -16,9 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-
-from localcluster import REPO_ROOT, ClusterError, LocalCluster, locate_binaries
+from tts_cluster import REPO_ROOT, ClusterError, LocalCluster, locate_binaries
 
 DEFAULT_WORKDIR = REPO_ROOT / ".cache" / "cluster"
 

@@ -25,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 from kubeapi import Kube, condition, tts_body
-from localcluster import REPO_ROOT, LocalCluster, locate_binaries
 from operatorproc import OperatorProcess
+from tts_cluster import REPO_ROOT, LocalCluster, locate_binaries
 
 NAMESPACE = "scale"
 
