@@ -3,8 +3,12 @@
 # module proxy) and cache them in .cache/k8s/<kubernetes version>/bin/.
 #
 # Prints one KEY=path line per binary and BIN_DIR=...; a warm run (everything already
-# built at the pinned versions) runs no Go command at all. Progress and timings go to
-# stderr so callers can `eval "$(hack/cluster-binaries.sh)"` or parse stdout.
+# built at the pinned versions) runs no Go command and prints nothing else. A cold run shows
+# one progress line per component it builds on stderr ("[cluster-binaries] 5/14 kubelet ...
+# built in 23s") and keeps the Go toolchain's own output (go: downloading ..., compiler
+# errors) in .cache/k8s/<version>/build.log, whose path it prints once; when a build fails it
+# prints the tail of that log. stdout stays KEY=path only, so callers can
+# `eval "$(hack/cluster-binaries.sh)"` or parse it.
 # With --check it builds nothing: it prints the same lines when every binary is there,
 # otherwise it names the missing ones on stderr and exits 1 (the e2e tests' skip reason).
 #
@@ -17,10 +21,12 @@
 set -euo pipefail
 
 # ---- The one place where versions are pinned -------------------------------------------
-K8S_VERSION=v1.37.2 # kube-apiserver, -controller-manager, -scheduler, kubectl (+ etcd it pins)
+K8S_VERSION=v1.37.2 # kube-apiserver, -controller-manager, -scheduler, kubectl, kubelet,
+#                     kube-proxy (+ the etcd it pins; the stub GPU plugin's k8s.io/kubelet API)
 KWOK_VERSION=v0.8.0 # kwok, kwokctl
 HELM_VERSION=v3.22.0
 CUSTOM_METRICS_VERSION=v1.37.0 # sigs.k8s.io/custom-metrics-apiserver test-adapter
+COREDNS_VERSION=v1.15.0        # github.com/coredns/coredns (coremain + plugins, hack/coredns)
 # -----------------------------------------------------------------------------------------
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +34,7 @@ CACHE_DIR="${TTS_K8S_CACHE:-$ROOT/.cache/k8s}/$K8S_VERSION"
 BIN_DIR="$CACHE_DIR/bin"
 WRAPPER_DIR="$CACHE_DIR/wrapper"
 STAMP_DIR="$BIN_DIR/.stamps"
+BUILD_LOG="$CACHE_DIR/build.log"
 
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS_EXTRA:-} -mod=mod -buildvcs=false -trimpath -p=${GO_BUILD_JOBS:-2}"
@@ -44,23 +51,58 @@ CHECK_ONLY=false
 [[ "${1:-}" == "--check" ]] && CHECK_ONLY=true
 MISSING=()
 
+# components() below lists every component in order; it runs twice. Pass "plan" only counts
+# them and notes the stale ones (all that --check does); pass "build" builds the stale ones.
+PASS=plan
+TOTAL=0
+INDEX=0
+BUILT=0
+CURRENT="" # the component being built, for the failure report
+
+# A failing build exits (set -e) while its stdout/stderr still point at the log, so the report
+# goes to fd 3, a copy of the script's own stderr.
+exec 3>&2
+on_exit() {
+  local rc=$?
+  if ((rc != 0)) && [[ -n "$CURRENT" ]]; then
+    {
+      $TTY && echo
+      echo "[cluster-binaries] FAILED: $CURRENT (exit $rc) after $((SECONDS - CURRENT_START))s;" \
+        "last lines of $BUILD_LOG:"
+      tail -n "${CLUSTER_BINARIES_LOG_TAIL:-40}" "$BUILD_LOG" | sed 's/^/    /'
+    } >&3
+  fi
+}
+trap on_exit EXIT
+TTY=false
+[[ -t 2 ]] && TTY=true
+
 timed_build() { # NAME WANT CMD...: build when missing or stale, record the time it took.
   local name=$1 want=$2
   shift 2
-  if stamp_ok "$name" "$want"; then
+  if [[ $PASS == plan ]]; then
+    TOTAL=$((TOTAL + 1))
+    stamp_ok "$name" "$want" || MISSING+=("$name")
     return 0
   fi
-  if $CHECK_ONLY; then
-    MISSING+=("$name")
-    return 0
+  INDEX=$((INDEX + 1))
+  stamp_ok "$name" "$want" && return 0
+  if ((BUILT == 0)); then
+    mkdir -p "$BIN_DIR" "$STAMP_DIR"
+    echo "==== $(date -u +%FT%TZ) hack/cluster-binaries.sh: building ${MISSING[*]}" >"$BUILD_LOG"
+    log "building ${#MISSING[@]} of $TOTAL components; Go's output goes to $BUILD_LOG"
   fi
-  mkdir -p "$BIN_DIR" "$STAMP_DIR"
-  log "building $name ($want) ..."
-  local start=$SECONDS
-  "$@"
+  BUILT=$((BUILT + 1))
+  local progress="$INDEX/$TOTAL $name ..."
+  $TTY && printf '[cluster-binaries] %s ' "$progress" >&2
+  echo "==== $progress ($want)" >>"$BUILD_LOG"
+  CURRENT=$name CURRENT_START=$SECONDS
+  "$@" >>"$BUILD_LOG" 2>&1 </dev/null
+  CURRENT=""
   echo "$want" >"$STAMP_DIR/$name"
-  log "built $name in $((SECONDS - start))s"
-  echo "$name $((SECONDS - start))" >>"$CACHE_DIR/build-times.log"
+  local took=$((SECONDS - CURRENT_START))
+  if $TTY; then echo "built in ${took}s" >&2; else log "$progress built in ${took}s"; fi
+  echo "$name $took" >>"$CACHE_DIR/build-times.log"
 }
 
 k8s_minor() { local v=${K8S_VERSION#v}; v=${v#*.}; echo "${v%%.*}"; }
@@ -123,25 +165,11 @@ build_adapter() {
   (cd "$dir" && go mod tidy && go build -ldflags "-s -w" -o "$BIN_DIR/custom-metrics-test-adapter" .)
 }
 
-total_start=$SECONDS
-K8S_LDFLAGS="$(k8s_ldflags)"
-for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-  timed_build "$name" "k8s.io/kubernetes@$K8S_VERSION" \
-    build_in_wrapper "$name" "k8s.io/kubernetes/cmd/$name" "$K8S_LDFLAGS"
-done
-timed_build etcd "go.etcd.io/etcd/server/v3 (as pinned by k8s.io/kubernetes@$K8S_VERSION)" \
-  build_in_wrapper etcd go.etcd.io/etcd/server/v3 "-s -w"
+# Upstream's test-adapter main hard-codes its write endpoint on ":8080" (all interfaces);
+# hack/custom-metrics-adapter/main.go is that main with a --write-address flag, built
+# against the pinned module in a generated module of its own.
+ADAPTER_MAIN="$ROOT/hack/custom-metrics-adapter/main.go"
 
-KWOK_LDFLAGS="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
-KWOK_LDFLAGS+=" -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
-for name in kwok kwokctl; do
-  timed_build "$name" "sigs.k8s.io/kwok@$KWOK_VERSION kube=$K8S_VERSION" \
-    go_install "$name" "sigs.k8s.io/kwok/cmd/$name@$KWOK_VERSION" "$KWOK_LDFLAGS"
-done
-
-HELM_LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-HELM_LDFLAGS+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1"
-HELM_LDFLAGS+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(k8s_minor)"
 # kwok needs its Stage definitions (node-initialize, pod-ready, ...) as a config file; kwokctl
 # embeds them, the kwok binary does not. Take them from the pinned module.
 write_kwok_stages() {
@@ -156,25 +184,88 @@ write_kwok_stages() {
     done
   } >"$BIN_DIR/kwok-stages.yaml"
 }
-timed_build kwok-stages.yaml "sigs.k8s.io/kwok@$KWOK_VERSION stages" write_kwok_stages
 
-timed_build helm "helm.sh/helm/v3@$HELM_VERSION" \
-  go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_LDFLAGS"
+src_hash() { cat "$@" | sha256sum | cut -c1-16; }
 
-# Upstream's test-adapter main hard-codes its write endpoint on ":8080" (all interfaces);
-# hack/custom-metrics-adapter/main.go is that main with a --write-address flag, built
-# against the pinned module in a generated module of its own.
-ADAPTER_MAIN="$ROOT/hack/custom-metrics-adapter/main.go"
-timed_build custom-metrics-test-adapter \
-  "sigs.k8s.io/custom-metrics-apiserver@$CUSTOM_METRICS_VERSION main=$(sha256sum <"$ADAPTER_MAIN" | cut -c1-16)" \
-  build_adapter
+# CoreDNS: hack/coredns/main.go is an external main (coremain + the cluster-DNS plugins, no
+# forward), built in a generated module that pins CoreDNS and aligns client-go with the cluster.
+COREDNS_MAIN="$ROOT/hack/coredns/main.go"
+build_coredns() {
+  local dir="$CACHE_DIR/coredns"
+  rm -rf "$dir" && mkdir -p "$dir"
+  cp "$COREDNS_MAIN" "$dir/main.go"
+  {
+    echo "// Generated by hack/cluster-binaries.sh; do not edit."
+    echo "module tts-operator.local/coredns"
+    echo
+    echo "go 1.26.0"
+    echo
+    echo "require ("
+    echo "	github.com/coredns/coredns $COREDNS_VERSION"
+    for mod in k8s.io/api k8s.io/apimachinery k8s.io/client-go; do
+      echo "	$mod $STAGING_VERSION"
+    done
+    echo ")"
+  } >"$dir/go.mod"
+  (cd "$dir" && go mod tidy && go build -ldflags "-s -w" -o "$BIN_DIR/coredns" .)
+}
 
-if $CHECK_ONLY && ((${#MISSING[@]})); then
-  log "cluster binaries missing in $BIN_DIR: ${MISSING[*]} (run: make cluster-binaries)"
-  exit 1
-fi
-if ((SECONDS - total_start > 1)); then
-  log "done in $((SECONDS - total_start))s"
+# The stub GPU device plugin is our own module (go.mod and go.sum committed), built read-only.
+STUB_GPU_DIR="$ROOT/hack/stub-gpu-device-plugin"
+STUB_GPU_SRC=("$STUB_GPU_DIR/main.go" "$STUB_GPU_DIR/go.mod" "$STUB_GPU_DIR/go.sum")
+build_stub_gpu_device_plugin() {
+  (cd "$STUB_GPU_DIR" && go build -mod=readonly -ldflags "-s -w" -o "$BIN_DIR/stub-gpu-device-plugin" .)
+}
+
+K8S_LDFLAGS="$(k8s_ldflags)"
+STAGING_VERSION="v0.${K8S_VERSION#v1.}"
+KWOK_LDFLAGS="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+KWOK_LDFLAGS+=" -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}"
+HELM_LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+HELM_LDFLAGS+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1"
+HELM_LDFLAGS+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(k8s_minor)"
+
+components() {
+  for name in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
+    timed_build "$name" "k8s.io/kubernetes@$K8S_VERSION" \
+      build_in_wrapper "$name" "k8s.io/kubernetes/cmd/$name" "$K8S_LDFLAGS"
+  done
+  timed_build etcd "go.etcd.io/etcd/server/v3 (as pinned by k8s.io/kubernetes@$K8S_VERSION)" \
+    build_in_wrapper etcd go.etcd.io/etcd/server/v3 "-s -w"
+
+  for name in kwok kwokctl; do
+    timed_build "$name" "sigs.k8s.io/kwok@$KWOK_VERSION kube=$K8S_VERSION" \
+      go_install "$name" "sigs.k8s.io/kwok/cmd/$name@$KWOK_VERSION" "$KWOK_LDFLAGS"
+  done
+
+  timed_build kwok-stages.yaml "sigs.k8s.io/kwok@$KWOK_VERSION stages" write_kwok_stages
+
+  timed_build helm "helm.sh/helm/v3@$HELM_VERSION" \
+    go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_LDFLAGS"
+
+  timed_build custom-metrics-test-adapter \
+    "sigs.k8s.io/custom-metrics-apiserver@$CUSTOM_METRICS_VERSION main=$(src_hash "$ADAPTER_MAIN")" \
+    build_adapter
+
+  timed_build coredns \
+    "github.com/coredns/coredns@$COREDNS_VERSION k8s=$STAGING_VERSION main=$(src_hash "$COREDNS_MAIN")" \
+    build_coredns
+
+  timed_build stub-gpu-device-plugin "k8s.io/kubelet (go.mod) src=$(src_hash "${STUB_GPU_SRC[@]}")" \
+    build_stub_gpu_device_plugin
+}
+
+components # plan
+if $CHECK_ONLY; then
+  if ((${#MISSING[@]})); then
+    log "cluster binaries missing in $BIN_DIR: ${MISSING[*]} (run: make cluster-binaries)"
+    exit 1
+  fi
+elif ((${#MISSING[@]})); then
+  total_start=$SECONDS
+  PASS=build
+  components
+  log "done: built $BUILT of $TOTAL in $((SECONDS - total_start))s (log: $BUILD_LOG)"
 fi
 
 cat <<EOF
@@ -184,10 +275,14 @@ KUBE_APISERVER=$BIN_DIR/kube-apiserver
 KUBE_CONTROLLER_MANAGER=$BIN_DIR/kube-controller-manager
 KUBE_SCHEDULER=$BIN_DIR/kube-scheduler
 KUBECTL=$BIN_DIR/kubectl
+KUBELET=$BIN_DIR/kubelet
+KUBE_PROXY=$BIN_DIR/kube-proxy
 KWOK=$BIN_DIR/kwok
 KWOKCTL=$BIN_DIR/kwokctl
 KWOK_STAGES=$BIN_DIR/kwok-stages.yaml
 HELM=$BIN_DIR/helm
 CUSTOM_METRICS_ADAPTER=$BIN_DIR/custom-metrics-test-adapter
+COREDNS=$BIN_DIR/coredns
+STUB_GPU_DEVICE_PLUGIN=$BIN_DIR/stub-gpu-device-plugin
 BIN_DIR=$BIN_DIR
 EOF

@@ -25,6 +25,10 @@ class Binaries:
     kwok_stages: Path
     helm: Path
     custom_metrics_adapter: Path
+    kubelet: Path
+    kube_proxy: Path
+    coredns: Path
+    stub_gpu_device_plugin: Path
     bin_dir: Path
 
     @classmethod
@@ -44,6 +48,10 @@ class Binaries:
                 kwok_stages=Path(values["KWOK_STAGES"]),
                 helm=Path(values["HELM"]),
                 custom_metrics_adapter=Path(values["CUSTOM_METRICS_ADAPTER"]),
+                kubelet=Path(values["KUBELET"]),
+                kube_proxy=Path(values["KUBE_PROXY"]),
+                coredns=Path(values["COREDNS"]),
+                stub_gpu_device_plugin=Path(values["STUB_GPU_DEVICE_PLUGIN"]),
                 bin_dir=Path(values["BIN_DIR"]),
             )
         except KeyError as missing:
