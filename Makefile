@@ -22,21 +22,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps piper-tts==$(PIPER_VERSION) faster-whisper==$(FASTER_WHISPER_VERSION)
 	@touch $(STAMP)
 
-test: setup cluster-binaries
+test: setup cluster-binaries images
 	$(BIN)/python -m pytest
 
 unit: setup
 	$(BIN)/python -m pytest tests
 
 lint: setup
-	$(BIN)/ruff check operator runtime tests e2e hack
-	$(BIN)/ruff format --check operator runtime tests e2e hack
+	$(BIN)/ruff check operator runtime cluster tests e2e hack
+	$(BIN)/ruff format --check operator runtime cluster tests e2e hack
 	$(BIN)/mypy
 	# Tests and scripts have their own import roots (their helpers are top-level modules, and
 	# each test folder has its own conftest), so each is checked on its own.
-	MYPYPATH=e2e:operator:runtime $(BIN)/mypy --strict e2e hack
+	MYPYPATH=e2e:operator:runtime:cluster $(BIN)/mypy --strict e2e hack
 	for dir in tests/runtime tests/operator tests/chart; do \
-		MYPYPATH=$$dir:operator:runtime $(BIN)/mypy --strict $$dir || exit 1; \
+		MYPYPATH=$$dir:operator:runtime:cluster $(BIN)/mypy --strict $$dir || exit 1; \
 	done
 
 # The TTSService CRD is generated from the pydantic models (a test fails when it is stale).
@@ -55,11 +55,16 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # ---- Local Kubernetes control plane for the e2e tests (docs/e2e.md) ----
-.PHONY: cluster-binaries cluster-up cluster-down e2e scale-bench
+.PHONY: cluster-binaries images cluster-up cluster-down e2e scale-bench
 
 # Builds what is missing into .cache/k8s/<version>/bin (cold: minutes; warm: prints paths).
 cluster-binaries:
 	hack/cluster-binaries.sh
+
+# The runtime, operator and pause images, built without a daemon (buildah, debootstrap base,
+# host wheelhouse) into .cache/images/ as OCI archives (cold: minutes; warm: prints paths).
+images: setup
+	hack/build-images.sh
 
 cluster-up: setup cluster-binaries
 	$(BIN)/python hack/cluster.py up
@@ -67,7 +72,7 @@ cluster-up: setup cluster-binaries
 cluster-down:
 	$(BIN)/python hack/cluster.py down
 
-e2e: setup cluster-binaries
+e2e: setup cluster-binaries images
 	$(BIN)/python -m pytest e2e -m e2e
 
 scale-bench: setup cluster-binaries
