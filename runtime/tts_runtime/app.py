@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tts_runtime import audio
 from tts_runtime.api_models import (
@@ -54,6 +55,8 @@ OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd")
 WARM_UP_TEXT = "Warm up."
 # A sentence of typical length: what batch sizes pay is measured on this.
 CALIBRATION_TEXT = "The quick brown fox jumps over the lazy dog before the evening train departs."
+# Which pod answered (TTS_POD_NAME), on every response.
+POD_HEADER = "X-TTS-Pod"
 
 
 class ServedEngine(SynthesisEngine, Protocol):
@@ -455,6 +458,42 @@ async def _stream(
 # -- the app -----------------------------------------------------------------------
 
 
+class PodHeaderMiddleware:
+    """Puts `X-TTS-Pod: <pod name>` on every HTTP response as its headers go out, so
+    streamed responses (headers sent before the body is made) carry it too."""
+
+    def __init__(self, app: ASGIApp, pod_name: str) -> None:
+        self.app = app
+        self.header = (POD_HEADER.lower().encode("latin-1"), pod_name.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        name = self.header[0]
+
+        async def send_with_pod(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if bytes(h[0]).lower() != name]
+                message = {**message, "headers": [*headers, self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_pod)
+
+
+class _RuntimeApp(FastAPI):
+    """FastAPI with PodHeaderMiddleware wrapped around its whole middleware stack:
+    outside Starlette's ServerErrorMiddleware, whose 500 for an unexpected exception
+    would otherwise bypass a middleware added with add_middleware."""
+
+    def __init__(self, *, pod_name: str, **kwargs: Any) -> None:
+        self.pod_name = pod_name
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return PodHeaderMiddleware(super().build_middleware_stack(), self.pod_name)
+
+
 def _error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
@@ -471,7 +510,9 @@ def create_app(settings: RuntimeSettings, engine: ServedEngine) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="tts-runtime", version="0.1.0", lifespan=lifespan)
+    app = _RuntimeApp(
+        pod_name=settings.pod_name, title="tts-runtime", version="0.1.0", lifespan=lifespan
+    )
     app.state.runtime = runtime
 
     @app.exception_handler(ApiError)

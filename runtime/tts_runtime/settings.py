@@ -6,6 +6,8 @@ A bad value stops the process with a message naming the variable (see
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +18,22 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from tts_runtime.engine_types import MemoryMode
 
 ENV_PREFIX = "TTS_"
+
+# A Kubernetes object name (DNS-1123 subdomain): what a pod name always is.
+POD_NAME_MAX_LENGTH = 253
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+POD_NAME_PATTERN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+
+
+def default_pod_name() -> str:
+    """The host name: in Kubernetes, the pod's name. Outside Kubernetes a host name that is
+    not a valid DNS-1123 name (upper case, underscores) is made into one rather than stop
+    the process for a setting nobody gave."""
+    name = socket.gethostname().lower()
+    if len(name) <= POD_NAME_MAX_LENGTH and POD_NAME_PATTERN.fullmatch(name):
+        return name
+    cleaned = re.sub(r"[^a-z0-9]+", "-", name)[:POD_NAME_MAX_LENGTH].strip("-")
+    return cleaned or "localhost"
 
 
 class SettingsError(Exception):
@@ -65,11 +83,28 @@ class RuntimeSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     drain_timeout_s: float = Field(default=25.0, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    pod_name: str = Field(
+        default_factory=default_pod_name,
+        description="Sent in the X-TTS-Pod header of every response (which pod answered); "
+        "the operator sets it from the downward API (metadata.name). Default: the host "
+        "name, which in Kubernetes is the pod name.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("pod_name")
+    @classmethod
+    def _check_pod_name(cls, value: str) -> str:
+        if len(value) > POD_NAME_MAX_LENGTH or not POD_NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                "must be a Kubernetes pod name (DNS-1123: lower-case letters, digits, '-' "
+                "and '.', starting and ending with a letter or digit, at most "
+                f"{POD_NAME_MAX_LENGTH} characters)"
+            )
+        return value
 
     @field_validator("voices")
     @classmethod

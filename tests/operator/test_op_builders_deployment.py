@@ -108,15 +108,39 @@ def test_template_has_scrape_annotations_and_config_hash() -> None:
     assert changed[CONFIG_HASH_ANNOTATION] != base[CONFIG_HASH_ANNOTATION]
 
 
-def test_extra_env_and_image_overrides() -> None:
+POD_NAME_FROM_DOWNWARD_API = {
+    "name": "TTS_POD_NAME",
+    "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+}
+
+
+def test_runtime_gets_its_pod_name_from_the_downward_api() -> None:
+    # The runtime sends it back in X-TTS-Pod; it must be the pod's own name, not a literal.
+    assert container(spec_of())["env"] == [POD_NAME_FROM_DOWNWARD_API]
+    assert "TTS_POD_NAME" not in kind(children(spec_of()), "ConfigMap")["data"]
+
+
+def test_extra_env_follows_the_operators_and_image_overrides() -> None:
     env = [
         {"name": "A", "value": "1"},
         {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "x"}}},
+        {"name": "C", "value": "pod $(TTS_POD_NAME)"},
     ]
     c = container(spec_of(runtime={"env": env, "image": "mine:1", "imagePullPolicy": "Always"}))
-    assert c["env"] == env
+    # Operator's first: a user value can refer to it with $(TTS_POD_NAME).
+    assert c["env"] == [POD_NAME_FROM_DOWNWARD_API, *env]
     assert c["image"] == "mine:1" and c["imagePullPolicy"] == "Always"
     assert container(spec_of())["image"] == IMAGE
+
+
+def test_user_env_overrides_the_pod_name_without_a_duplicate_entry() -> None:
+    # Extra env wins over operator-set values (as over the ConfigMap), and the list never
+    # names a variable twice: server-side apply refuses duplicate keys.
+    mine = {"name": "TTS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
+    env = container(spec_of(runtime={"env": [{"name": "A", "value": "1"}, mine]}))["env"]
+    assert env == [{"name": "A", "value": "1"}, mine]
+    literal = container(spec_of(runtime={"env": [{"name": "TTS_POD_NAME", "value": "p-1"}]}))
+    assert literal["env"] == [{"name": "TTS_POD_NAME", "value": "p-1"}]
 
 
 def test_scheduling_pass_through(full_spec: TTSServiceSpec) -> None:

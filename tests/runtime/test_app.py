@@ -23,7 +23,7 @@ from servers import GatedEngine, live_server
 from tts_runtime.app import StartupError, create_app
 from tts_runtime.engine import OnnxEngine
 from tts_runtime.metrics import average_queue_wait
-from tts_runtime.settings import RuntimeSettings
+from tts_runtime.settings import RuntimeSettings, default_pod_name
 from tts_runtime.text import TextFrontEnd
 
 T = TypeVar("T")
@@ -364,6 +364,7 @@ def test_full_queue_answers_429_with_retry_after_at_once(
             await eventually(lambda: app.state.runtime.batcher.queue_depth == 2)
             refused = await client.post("/v1/audio/speech", json=speech(input="One more."))
             assert refused.status_code == 429
+            assert refused.headers["x-tts-pod"] == app.state.runtime.settings.pod_name
             assert int(refused.headers["retry-after"]) >= 1
             assert refused.json()["error"]["code"] == "rate_limit_exceeded"
             gated.gate.set()
@@ -386,6 +387,7 @@ def test_request_past_its_deadline_in_the_queue_gets_504_and_never_runs(
             await worker_took(gated, 1)  # the first request now sits in the held batch
             late = await client.post("/v1/audio/speech", json=speech(input="Too late."))
             assert late.status_code == 504
+            assert late.headers["x-tts-pod"] == app.state.runtime.settings.pod_name
             assert late.json()["error"]["code"] == "timeout"
             gated.gate.set()
             assert (await running).status_code == 200  # started in time: finished
@@ -426,6 +428,7 @@ def test_stream_sends_the_first_sentence_before_later_ones_are_synthesized(
     ):
         assert r.status_code == 200
         assert r.headers["content-type"] == "audio/wav"
+        assert r.headers["x-tts-pod"] == app.state.runtime.settings.pod_name  # real uvicorn
         received = b""
         chunks = r.iter_raw()
         while len(received) <= 44:
@@ -473,3 +476,98 @@ def test_hpa_quotient_from_two_scrapes_of_metrics_is_zero_when_idle(client: Test
     assert 0 <= signal < 30 and not math.isnan(signal)
     idle = queue_wait()
     assert average_queue_wait(*busy, *idle) == 0.0
+
+
+# -- which pod answered (X-TTS-Pod) ---------------------------------------------------
+
+POD = "voice-7d9c8b6f5-x2x4q"
+
+
+def pod_app(engine: OnnxEngine, model_dir: Path) -> FastAPI:
+    return create_app(settings_for(model_dir, pod_name=POD, batch_calibration=False), engine)
+
+
+@pytest.fixture
+def pod_client(engine: OnnxEngine, small_model_dir: Path) -> Iterator[TestClient]:
+    with TestClient(pod_app(engine, small_model_dir)) as test_client:
+        wait_until_ready(test_client)
+        yield test_client
+
+
+def test_speech_and_every_endpoint_say_which_pod_answered(pod_client: TestClient) -> None:
+    spoken = pod_client.post("/v1/audio/speech", json=speech())
+    assert spoken.status_code == 200 and spoken.content.startswith(b"RIFF")
+    assert spoken.headers.get_list("x-tts-pod") == [POD]  # exactly once
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/models", "/v1/audio/voices"):
+        response = pod_client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers.get_list("x-tts-pod") == [POD], path
+
+
+def test_streamed_speech_says_which_pod_answered(pod_client: TestClient) -> None:
+    with pod_client.stream(
+        "POST", "/v1/audio/speech", json=speech(input="One. Two.", stream=True)
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers.get_list("x-tts-pod") == [POD]
+        assert len(response.read()) > 44
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("POST", "/v1/audio/speech", {"json": speech(voice="nobody")}, 400),
+        ("POST", "/v1/audio/speech", {"json": speech(model="whisper-1")}, 404),
+        (
+            "POST",
+            "/v1/audio/speech",
+            {"content": b"{", "headers": {"content-type": "application/json"}},
+            400,
+        ),
+        (
+            "POST",
+            "/v1/audio/speech",
+            {"content": b"hi", "headers": {"content-type": "text/plain"}},
+            415,
+        ),
+        ("POST", "/v1/audio/speech", {"json": speech(input="x" * 200_000)}, 413),
+        ("GET", "/v1/audio/nothing", {}, 404),
+        ("GET", "/v1/audio/speech", {}, 405),
+    ],
+)
+def test_error_responses_say_which_pod_answered(
+    pod_client: TestClient, method: str, path: str, kwargs: dict[str, Any], status: int
+) -> None:
+    response = pod_client.request(method, path, **kwargs)
+    assert response.status_code == status, response.text[:300]
+    assert "error" in response.json()
+    assert response.headers.get_list("x-tts-pod") == [POD]
+
+
+def test_draining_503s_say_which_pod_answered(pod_client: TestClient) -> None:
+    pod_client.app.state.runtime.begin_drain()  # type: ignore[attr-defined]
+    refused = pod_client.post("/v1/audio/speech", json=speech())
+    ready = pod_client.get("/readyz")
+    assert (refused.status_code, ready.status_code) == (503, 503)
+    assert refused.headers["x-tts-pod"] == ready.headers["x-tts-pod"] == POD
+
+
+def test_an_unexpected_exception_still_says_which_pod_answered(
+    engine: OnnxEngine, small_model_dir: Path
+) -> None:
+    # The 500 for an unexpected exception is made by Starlette's outermost middleware.
+    app = pod_app(engine, small_model_dir)
+
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response.headers.get_list("x-tts-pod") == [POD]
+
+
+def test_without_tts_pod_name_the_header_is_the_host_name(client: TestClient) -> None:
+    assert client.get("/healthz").headers["x-tts-pod"] == default_pod_name()

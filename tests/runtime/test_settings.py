@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
-from tts_runtime.settings import RuntimeSettings, SettingsError, load_settings
+from tts_runtime.settings import RuntimeSettings, SettingsError, default_pod_name, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +80,14 @@ def test_command_line_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"TTS_VOICES": '{"alloy": -1}'}, "must be >= 0"),
         ({"TTS_LOG_LEVEL": "loud"}, "TTS_LOG_LEVEL"),
         ({"TTS_MEMORY_MODE": "unlimited"}, "TTS_MEMORY_MODE: Input should be 'shrink'"),
+        ({"TTS_POD_NAME": "Pod_1"}, "TTS_POD_NAME: Value error, must be a Kubernetes pod name"),
+        ({"TTS_POD_NAME": ""}, "TTS_POD_NAME: Value error, must be a Kubernetes pod name"),
+        ({"TTS_POD_NAME": "-pod"}, "TTS_POD_NAME"),
+        ({"TTS_POD_NAME": "pod-"}, "TTS_POD_NAME"),
+        ({"TTS_POD_NAME": "a..b"}, "TTS_POD_NAME"),
+        ({"TTS_POD_NAME": "pod 1"}, "TTS_POD_NAME"),
+        ({"TTS_POD_NAME": "p\u00f6d"}, "TTS_POD_NAME"),
+        ({"TTS_POD_NAME": "a" * 254}, "at most 253 characters"),
     ],
 )
 def test_bad_settings_raise_one_clear_message(
@@ -99,3 +108,35 @@ def test_bad_settings_raise_one_clear_message(
 def test_segments_never_exceed_the_input_limit() -> None:
     settings = RuntimeSettings(model_path=Path("/m"), max_input_chars=100)
     assert settings.max_segment_chars == 100
+
+
+def test_pod_name_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTS_MODEL_PATH", "/m")
+    for name in ("voice-7d9c8b6f5-x2x4q", "a", "tts.pod-1", "a" * 253):
+        monkeypatch.setenv("TTS_POD_NAME", name)
+        assert load_settings().pod_name == name
+
+
+def test_pod_name_defaults_to_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTS_MODEL_PATH", "/m")
+    monkeypatch.setattr(socket, "gethostname", lambda: "voice-abc12-xyz9")
+    assert load_settings().pod_name == "voice-abc12-xyz9"
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("Dev-Laptop.local", "dev-laptop.local"),
+        ("my_box", "my-box"),
+        ("_build_", "build"),
+        ("___", "localhost"),
+        ("h" * 300, "h" * 253),
+    ],
+)
+def test_a_host_name_that_is_no_pod_name_is_made_one_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, host: str, name: str
+) -> None:
+    # Nobody set TTS_POD_NAME: an odd host name outside Kubernetes must not stop the server.
+    monkeypatch.setattr(socket, "gethostname", lambda: host)
+    assert default_pod_name() == name
+    assert RuntimeSettings(model_path=Path("/m")).pod_name == name

@@ -22,6 +22,8 @@ RUN_AS_USER = 10001
 # Time after the drain window for uvicorn to close connections and the process to exit.
 GRACE_MARGIN_SECONDS = 15
 STARTUP_PROBE_PERIOD_SECONDS = 10
+# The runtime's TTS_POD_NAME: sent back in its X-TTS-Pod response header.
+POD_NAME_ENV = "TTS_POD_NAME"
 
 CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
@@ -116,12 +118,30 @@ def topology_spread(spec: TTSServiceSpec, name: str) -> list[Manifest]:
     return out
 
 
+def container_env(spec: TTSServiceSpec) -> list[Manifest]:
+    """The operator's variables, then `spec.runtime.env`. The user's entries win, as they
+    do over the ConfigMap: an operator variable the user sets too is left out, never
+    listed twice (two entries of one name would leave it to the kubelet's last-wins rule,
+    and server-side apply refuses duplicate keys in the env list). The operator's come
+    first, so a user value can refer to them, e.g. `$(TTS_POD_NAME)`."""
+    user = [e.model_dump(by_alias=True, exclude_none=True) for e in spec.runtime.env]
+    taken = {e["name"] for e in user}
+    own: list[Manifest] = [
+        {
+            "name": POD_NAME_ENV,
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+        }
+    ]
+    return [e for e in own if e["name"] not in taken] + user
+
+
 def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDelivery) -> Manifest:
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": image,
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": configmap_name(name)}}],
+        "env": container_env(spec),
         "resources": resources(spec),
         **probes(spec),
         **lifecycle(spec),
@@ -133,10 +153,6 @@ def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDeliver
     }
     if spec.runtime.image_pull_policy:
         container["imagePullPolicy"] = spec.runtime.image_pull_policy
-    if spec.runtime.env:
-        container["env"] = [
-            e.model_dump(by_alias=True, exclude_none=True) for e in spec.runtime.env
-        ]
 
     sched = spec.scheduling
     pod: Manifest = {
