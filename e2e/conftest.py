@@ -20,7 +20,9 @@ import pytest
 from e2e_provider import PROVIDER
 from kubeapi import Kube
 from operatorproc import OperatorProcess
-from tts_cluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, locate_binaries
+from tts_cluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, deploy, locate_binaries
+from tts_cluster.images import Images, locate_images
+from tts_cluster.node import RealNode, missing_host_tools
 
 CRD_DIR = REPO_ROOT / "crds"
 WORK_ROOT = REPO_ROOT / ".cache" / "e2e"
@@ -75,6 +77,61 @@ def cluster(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Any]:
     local.start(gpu_nodes=["gpu-node-1", "gpu-node-2"], gpus_per_node=2)
     yield local
     local.stop()
+
+
+@pytest.fixture(scope="session")
+def images() -> Images:
+    """The images hack/build-images.sh built; skip (naming what is missing) without them."""
+    try:
+        return locate_images()
+    except ClusterError as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Any, images: Images) -> RealNode:
+    """containerd + kubelet + kube-proxy + CoreDNS beside the stub nodes, started once."""
+    if PROVIDER != "local":
+        pytest.skip("the real node is part of the local cluster (E2E_PROVIDER=local)")
+    missing = missing_host_tools()
+    if missing:
+        pytest.skip(f"the real node needs {', '.join(missing)} (apt-get install ...)")
+    local: LocalCluster = cluster
+    return local.node or local.add_real_node(images)
+
+
+@pytest.fixture(scope="session")
+def in_cluster_operator(
+    cluster: Any, real_node: RealNode, images: Images, kube: Kube, operator: OperatorProcess
+) -> str:
+    """The chart's operator from its image on the real node (two replicas, one acting);
+    returns the release's namespace. The host operator stops first: both would act."""
+    operator.stop()
+    # The host operator made the ClusterKopfPeering "tts-operator" the chart would create:
+    # join it, so a host operator started again later pauses instead of acting too.
+    peering_exists = (
+        cluster.kubectl("get", "clusterkopfpeering", deploy.RELEASE, check=False).returncode == 0
+    )
+    # The session applied the CRD itself (as GitOps would): let the release adopt it.
+    deploy.let_release_adopt(cluster, "crd/ttsservices.ttsoperator.io")
+    deploy.install_operator(cluster, images, replicas=2, create_peering=not peering_exists)
+    return deploy.RELEASE_NAMESPACE
+
+
+@pytest.fixture(scope="session")
+def voices(workdir: Path) -> Path:
+    """The real Piper voice, staged as a hostPath folder for the voice PersistentVolume."""
+    directory = workdir / "voices"
+    deploy.stage_voice(directory)
+    return directory
+
+
+@pytest.fixture
+def voice_namespace(cluster: Any, namespace: str, voices: Path) -> Iterator[str]:
+    """A fresh namespace holding the claim `tts-voices` with the real voice on it."""
+    cluster.apply(*deploy.voice_claim_objects(namespace, "tts-voices", voices))
+    yield namespace
+    cluster.kubectl("delete", "pv", f"{namespace}-tts-voices", "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 """Start or stop the local control plane (etcd, kube-apiserver, controller manager,
 scheduler, kwok, custom-metrics test adapter) with stub GPU nodes, for people and scripts.
 
-    hack/cluster.py up [--workdir DIR] [--gpu-nodes N] [--gpus-per-node N]
+    hack/cluster.py up [--workdir DIR] [--gpu-nodes N] [--gpus-per-node N] [--real-node]
     hack/cluster.py down [--workdir DIR]
 
 `up` prints KUBECONFIG=... and leaves the processes running (detached); `down` ends them.
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from tts_cluster import REPO_ROOT, ClusterError, LocalCluster, locate_binaries
+from tts_cluster.images import locate_images
 
 DEFAULT_WORKDIR = REPO_ROOT / ".cache" / "cluster"
 
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--gpu-nodes", type=int, default=2, help="stub GPU nodes to create")
     parser.add_argument("--gpus-per-node", type=int, default=2)
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also run a real node (containerd, kubelet, kube-proxy) and CoreDNS",
+    )
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
 
@@ -40,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         cluster = LocalCluster(locate_binaries(build=True), workdir, detach=True)
         nodes = [f"gpu-node-{i + 1}" for i in range(args.gpu_nodes)]
         cluster.start(gpu_nodes=nodes, gpus_per_node=args.gpus_per_node)
+        if args.real_node:
+            try:
+                cluster.add_real_node(locate_images(build=True))
+            except BaseException:
+                cluster.stop()
+                raise
     except ClusterError as error:
         print(f"cluster {args.command} failed: {error}", file=sys.stderr)
         return 1

@@ -31,6 +31,9 @@ from typing import Any
 from tts_cluster import metrics_adapter, network, stubgpus
 from tts_cluster.base import LOOPBACK, ClusterError, free_port, wait_until
 from tts_cluster.binaries import Binaries
+from tts_cluster.dns import ClusterDns
+from tts_cluster.images import Images
+from tts_cluster.node import RealNode, clean_up_node
 from tts_cluster.pki import Pki, b64
 from tts_cluster.processes import Component, is_process_of, signal_group
 
@@ -79,6 +82,8 @@ class LocalCluster:
         self.network = network.ClusterNetwork(network.RECORD)
         self.kubeconfig = workdir / "kubeconfig"
         self.components: dict[str, Component] = {}
+        self.node: RealNode | None = None
+        self.dns: ClusterDns | None = None
         self._ssl: ssl.SSLContext | None = None
 
     # -- lifecycle
@@ -115,7 +120,20 @@ class LocalCluster:
             self.network.claim(self.components["etcd"].pid or 0)
         self._write_state()
 
+    def add_real_node(self, images: Images, gpus: int = 2, *, tainted: bool = True) -> RealNode:
+        """Start CoreDNS and a real node that runs `images` (see node.py, dns.py)."""
+        self.dns = ClusterDns(self)
+        self.dns.start()
+        self.node = RealNode(self, gpus, tainted=tainted)
+        self.node.start(images.all, images.pause.name)
+        wait_until("CoreDNS ready", self.dns.ready, 60)
+        if self.detach:
+            self._write_state()
+        return self.node
+
     def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()  # its pods first, while the API server still answers
         # Reverse order: clients first, etcd last, so nothing logs a flood of dial errors.
         for component in reversed(list(self.components.values())):
             component.stop()
@@ -195,6 +213,10 @@ class LocalCluster:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki.path('front-proxy-client.crt')}",
                 f"--proxy-client-key-file={pki.path('front-proxy-client.key')}",
+                # kubectl logs/exec on the real node: the kubelet trusts our CA's clients.
+                f"--kubelet-client-certificate={pki.path('admin.crt')}",
+                f"--kubelet-client-key={pki.path('admin.key')}",
+                "--kubelet-preferred-address-types=InternalIP",
             ],
             "kube-controller-manager": [
                 str(b.kube_controller_manager),
@@ -388,5 +410,6 @@ class LocalCluster:
             if is_process_of(pid, str(info["exe"])):
                 signal_group(pid, signal.SIGKILL)
         state_file.unlink()
+        clean_up_node(workdir / "node")
         network.ClusterNetwork(network.RECORD).down()
         return stopped

@@ -13,7 +13,8 @@ starts, `ClusterNetwork.up` makes sure that:
   (`tts-node0`, whose gateway address is the node's IP and the API server's address);
 - forwarding is on (a pod reaching a ClusterIP is routed by this host), but an nftables
   table drops anything forwarded from the pod bridge to any other interface: no pod packet
-  goes out of the machine either. The CNI bridge plugin runs with ipMasq off.
+  goes out of the machine either. The CNI bridge plugin runs with ipMasq off. The same table
+  refuses, at once, a packet from this host to a Service address kube-proxy did not rewrite.
 
 `down` removes exactly what `up` added (it records that in a JSON file) and puts the two
 sysctls back as it found them.
@@ -65,13 +66,19 @@ def _nft(script: str) -> None:
 
 
 def guard_ruleset() -> str:
-    """The forward filter: pods talk to each other and to this host, never past it."""
+    """Pods talk to each other and to this host, never past it; and a Service address that
+    kube-proxy did not rewrite (no such Service) is refused here rather than left to time out.
+    The output chain runs after kube-proxy's DNAT (priority filter > dstnat)."""
     return (
         f"table inet {GUARD_TABLE} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter; policy accept;\n"
         f'    iifname "{NODE_BRIDGE}" oifname != "{NODE_BRIDGE}" drop\n'
         f'    oifname "{NODE_BRIDGE}" iifname != "{NODE_BRIDGE}" drop\n'
+        "  }\n"
+        "  chain output {\n"
+        "    type filter hook output priority filter; policy accept;\n"
+        f"    ip daddr {SERVICE_CIDR} reject\n"
         "  }\n"
         "}\n"
     )
@@ -91,6 +98,10 @@ def covered_locally(address: str) -> bool:
     return any(ip in ipaddress.ip_network(cidr) for cidr in (SERVICE_CIDR, POD_CIDR, NODE_SUBNET))
 
 
+# Clusters of this process sharing the network (the teardown test starts a second one).
+_users_in_this_process = 0
+
+
 @dataclass
 class ClusterNetwork:
     """Bridges, routes, a forward guard and two sysctls; `record` remembers what was added."""
@@ -103,7 +114,11 @@ class ClusterNetwork:
                 "the local cluster needs root to route its pod and Service ranges to local "
                 "devices (CAP_NET_ADMIN); run make test / make demo as root, as CI does"
             )
+        global _users_in_this_process
         owner = self._owner()
+        if owner == os.getpid() and _users_in_this_process > 0:
+            _users_in_this_process += 1
+            return
         if owner is not None and owner != os.getpid() and Path(f"/proc/{owner}").exists():
             raise ClusterError(
                 f"another local cluster (process {owner}) holds {NODE_BRIDGE} and the pod "
@@ -141,9 +156,15 @@ class ClusterNetwork:
         except BaseException:
             self.down()
             raise
+        _users_in_this_process = 1
 
     def down(self) -> list[str]:
         """Undo what the record says was added; returns what it removed."""
+        global _users_in_this_process
+        if _users_in_this_process > 1:
+            _users_in_this_process -= 1
+            return []
+        _users_in_this_process = 0
         if not self.record.exists():
             return []
         added = json.loads(self.record.read_text())
