@@ -25,6 +25,10 @@ _BAD_WAITING = {
     "ErrImagePull",
     "CreateContainerConfigError",
 }
+# The most of a container's termination message a condition repeats.
+MESSAGE_LIMIT = 300
+# How the model-fetch script's last line starts (builders/model.py); the condition says it already.
+_FETCH_PREFIX = "model download failed: "
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,29 @@ def _deployment_condition(dep: dict[str, Any] | None, ctype: str) -> dict[str, A
     return {}
 
 
+def _failure_line(cs: dict[str, Any]) -> str:
+    """The last non-empty line of a failed container's termination message, if it has one.
+
+    The current state holds it while the pod shows Init:Error; in CrashLoopBackOff the current
+    state is `waiting` and the failed run is in lastState.
+    """
+    for state in ("state", "lastState"):
+        terminated = _get(cs, state, "terminated")
+        if isinstance(terminated, dict) and terminated.get("exitCode", 0) != 0:
+            lines = [ln.strip() for ln in str(terminated.get("message") or "").splitlines()]
+            lines = [ln for ln in lines if ln]
+            if lines:
+                last = lines[-1].removeprefix(_FETCH_PREFIX)
+                return last if len(last) <= MESSAGE_LIMIT else last[: MESSAGE_LIMIT - 3] + "..."
+    return ""
+
+
 def pod_problem(pods: list[dict[str, Any]], gpu_resource: str) -> Problem | None:
     """The most actionable problem among the pods: GPUs the scheduler cannot find first."""
     unschedulable: list[str] = []
     waiting: Counter[str] = Counter()
     fetch_failures = 0
+    fetch_why = ""
     for pod in pods:
         if _get(pod, "metadata", "deletionTimestamp"):
             continue
@@ -86,6 +108,7 @@ def pod_problem(pods: list[dict[str, Any]], gpu_resource: str) -> Problem | None
             )
             if cs.get("name") == FETCH_CONTAINER and failed:
                 fetch_failures += 1
+                fetch_why = fetch_why or _failure_line(cs)
         for cs in _get(pod, "status", "containerStatuses", default=[]) or []:
             reason = _get(cs, "state", "waiting", "reason")
             if reason in _BAD_WAITING:
@@ -103,10 +126,11 @@ def pod_problem(pods: list[dict[str, Any]], gpu_resource: str) -> Problem | None
             f"{len(unschedulable)} pod(s) cannot be scheduled (scheduler: {unschedulable[0]})",
         )
     if fetch_failures:
+        why = f": {fetch_why}" if fetch_why else ""
         return Problem(
             "ModelDownloadFailed",
-            f"{fetch_failures} pod(s) failed to download the model (see the {FETCH_CONTAINER} "
-            "init container's logs)",
+            f"{fetch_failures} pod(s) failed to download the model{why} (see the "
+            f"{FETCH_CONTAINER} init container's logs)",
         )
     if waiting:
         reason, count = waiting.most_common(1)[0]

@@ -109,6 +109,68 @@ def test_crash_looping_pods_and_failed_downloads() -> None:
     assert pod_problem([{"metadata": {"name": "ok"}, "status": {"phase": "Running"}}], "x") is None
 
 
+FAILED_LOG = (
+    "fetching http://models.local/v/en.onnx\n"
+    "model download failed: HTTP 404 Not Found for http://models.local/v/en.onnx\n"
+)
+
+
+def fetch_pod(status: dict[str, Any]) -> dict[str, Any]:
+    return {"status": {"initContainerStatuses": [{"name": "model-fetch", **status}]}}
+
+
+@pytest.mark.parametrize(
+    "fetch_status",
+    [
+        # Init:Error: the failed run is the current state.
+        {"state": {"terminated": {"exitCode": 1, "reason": "Error", "message": FAILED_LOG}}},
+        # Init:CrashLoopBackOff: waiting now, the failed run is in lastState.
+        {
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": FAILED_LOG}},
+        },
+    ],
+    ids=["terminated", "crash-loop"],
+)
+def test_failed_download_says_what_went_wrong(fetch_status: dict[str, Any]) -> None:
+    found = pod_problem([fetch_pod(fetch_status)] * 2, "nvidia.com/gpu")
+    assert found == Problem(
+        "ModelDownloadFailed",
+        "2 pod(s) failed to download the model: HTTP 404 Not Found for "
+        "http://models.local/v/en.onnx (see the model-fetch init container's logs)",
+    )
+    status = status_of(Observed(deployment(ready=0), [fetch_pod(fetch_status)]))
+    degraded = conditions(status)["Degraded"]
+    assert degraded["reason"] == "ModelDownloadFailed"
+    assert "HTTP 404 Not Found for http://models.local/v/en.onnx" in degraded["message"]
+
+
+def test_failed_download_message_is_the_last_line_cut_short() -> None:
+    long = "x" * 1000
+    found = pod_problem(
+        [
+            fetch_pod(
+                {"state": {"terminated": {"exitCode": 2, "message": f"Traceback\n{long}\n\n"}}}
+            )
+        ],
+        "nvidia.com/gpu",
+    )
+    assert found is not None and found.reason == "ModelDownloadFailed"
+    assert f": {'x' * 297}... (see the model-fetch" in found.message
+    assert "Traceback" not in found.message
+
+
+def test_failed_download_without_a_message_points_at_the_logs() -> None:
+    found = pod_problem(
+        [fetch_pod({"state": {"waiting": {"reason": "CrashLoopBackOff"}}})], "nvidia.com/gpu"
+    )
+    assert found == Problem(
+        "ModelDownloadFailed",
+        "1 pod(s) failed to download the model (see the model-fetch init container's logs)",
+    )
+
+
 def test_reconcile_problem_wins_and_is_degraded() -> None:
     problem = Problem("ModelClaimNotFound", 'PersistentVolumeClaim "voices" not found')
     c = conditions(status_of(Observed(None, pods=[], problem=problem)))

@@ -13,16 +13,27 @@ VOLUME = "model"
 FETCH_CONTAINER = "model-fetch"
 
 # Runs in the runtime image (it has python3): download URI and URI.json next to each other,
-# atomically (a half-written model never looks complete), then exit.
+# atomically (a half-written model never looks complete), then exit. A failure ends with one
+# line saying what went wrong (the pod's termination message, which status.py reports).
 FETCH_SCRIPT = """\
-import os, shutil, sys, urllib.request
+import os, shutil, sys, urllib.error, urllib.request
 uri, dest = sys.argv[1], sys.argv[2]
 for src, name in ((uri, "model.onnx"), (uri + ".json", "model.onnx.json")):
     part = os.path.join(dest, name + ".part")
     print(f"fetching {src}", flush=True)
-    with urllib.request.urlopen(src, timeout=60) as rsp, open(part, "wb") as out:
-        shutil.copyfileobj(rsp, out, 1 << 20)
-    os.replace(part, os.path.join(dest, name))
+    try:
+        with urllib.request.urlopen(src, timeout=60) as rsp, open(part, "wb") as out:
+            shutil.copyfileobj(rsp, out, 1 << 20)
+    except urllib.error.HTTPError as e:
+        why = f"HTTP {e.code} {e.reason}"
+    except Exception as e:
+        r = getattr(e, "reason", e)
+        why = ("connection refused" if isinstance(r, ConnectionRefusedError)
+               else "timed out" if isinstance(r, TimeoutError) else f"{r}" or type(r).__name__)
+    else:
+        os.replace(part, os.path.join(dest, name))
+        continue
+    sys.exit(f"model download failed: {why} for {src}")
 print("model ready", flush=True)
 """
 
@@ -63,6 +74,9 @@ def model_delivery(uri: str, image: str, security_context: dict[str, Any]) -> Mo
             "name": FETCH_CONTAINER,
             "image": image,
             "command": ["python3", "-c", FETCH_SCRIPT, uri, MODEL_MOUNT],
+            # On a failure Kubernetes copies the log's tail (the script's last line says why)
+            # into the container's terminated.message, where pod_problem finds it.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": VOLUME, "mountPath": MODEL_MOUNT}],
             "securityContext": security_context,
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
