@@ -35,7 +35,7 @@ lint: setup
 	# Tests and scripts have their own import roots (their helpers are top-level modules, and
 	# each test folder has its own conftest), so each is checked on its own.
 	MYPYPATH=e2e:operator:runtime:cluster $(BIN)/mypy --strict e2e hack
-	for dir in tests/runtime tests/operator tests/chart; do \
+	for dir in tests/runtime tests/operator tests/chart tests/cluster; do \
 		MYPYPATH=$$dir:operator:runtime:cluster $(BIN)/mypy --strict $$dir || exit 1; \
 	done
 

@@ -29,9 +29,11 @@ REAL_NODE_TOLERATION = {**REAL_NODE_TAINT, "operator": "Equal"}
 
 
 def split_image(name: str) -> tuple[str, str]:
-    """'localhost/tts-operator:dev' -> ('localhost/tts-operator', 'dev')."""
+    """'localhost/tts-operator:dev' -> ('localhost/tts-operator', 'dev'); a registry port
+    ('localhost:5000/x:dev') stays in the repository. An empty tag is refused: the chart would
+    silently replace it with its appVersion, an image this cluster never imported."""
     repository, _, tag = name.rpartition(":")
-    if not repository or "/" in tag:
+    if not repository or not tag or "/" in tag:
         raise ClusterError(f"image {name!r} has no tag")
     return repository, tag
 
