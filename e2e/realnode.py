@@ -7,9 +7,9 @@ import json
 import subprocess
 from typing import Any
 
-from kubeapi import merged
+from kubeapi import Kube, condition, merged, wait_for
 from tts_cluster import LocalCluster
-from tts_cluster.deploy import REAL_NODE_TOLERATION, VOICE
+from tts_cluster.deploy import REAL_NODE_TOLERATION, VOICE, client_pod
 
 CLAIM = "tts-voices"
 # Small requests so three runtime pods and two clients fit the node's two CPUs; calibration
@@ -153,3 +153,36 @@ def summary(records: list[dict[str, Any]]) -> dict[str, int]:
         key = str(record["status"]) if record["status"] else "error"
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def start_clients(kube: Kube, namespace: str, image: str, *names: str) -> None:
+    """Client pods on the real node, Running before this returns."""
+    for name in names:
+        kube.create_pod(namespace, client_pod(name, image))
+    for name in names:
+        wait_for(
+            f"client pod {name} Running",
+            lambda name=name: (
+                kube.plain(kube.core.read_namespaced_pod(name, namespace))[  # type: ignore[misc]
+                    "status"
+                ].get("phase")
+                == "Running"
+            ),
+            120,
+        )
+
+
+def wait_serving(kube: Kube, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    """The TTSService Ready with `replicas` ready pods; returns it."""
+
+    def serving() -> dict[str, Any] | None:
+        tts = kube.get_tts(namespace, name)
+        ready = (condition(tts, "Ready") or {}).get("status") == "True"
+        count = (tts.get("status") or {}).get("readyReplicas", 0)
+        return tts if ready and count == replicas else None
+
+    return wait_for(f"{name} serving with {replicas} ready pods", serving, 300)
+
+
+def speech_url(tts: dict[str, Any]) -> str:
+    return f"{tts['status']['endpoint']}/v1/audio/speech"

@@ -74,3 +74,37 @@ def test_the_voice_answers_through_the_service_dns_name(
     ).stdout  # fmt: skip
     error_rate = float(re.search(r"word error rate: ([0-9.]+)", heard).group(1))  # type: ignore[union-attr]
     assert error_rate <= 0.2, heard
+
+
+def test_the_chart_runs_two_operator_replicas_and_one_acts(
+    cluster: LocalCluster, kube: Kube, in_cluster_operator: str, namespace: str
+) -> None:
+    pods = [
+        p
+        for p in kube.pods(in_cluster_operator, "app.kubernetes.io/name=tts-operator")
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == "real-node"
+        status = pod["status"]["containerStatuses"][0]
+        assert status["ready"] and status["image"].startswith("localhost/tts-operator")
+
+    # A TTSService only this test makes: the replica that reconciles it logs its name.
+    probe = "leader-probe"
+    kube.create_tts(namespace, tts_body(probe, realnode.spec(replicas=0)))
+    wait_for(
+        f"{probe} reconciled",
+        lambda: (kube.get_tts(namespace, probe).get("status") or {}).get("conditions"),
+        120,
+    )
+    logs: dict[str, str] = {}
+
+    def acting() -> list[str]:
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            logs[name] = cluster.kubectl("logs", "-n", in_cluster_operator, name).stdout
+        return [name for name, log in logs.items() if probe in log]
+
+    acted = wait_for(f"a replica's log to name {probe}", acting, 60)
+    assert len(acted) == 1, {name: log[-2000:] for name, log in logs.items()}

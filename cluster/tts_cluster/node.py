@@ -49,6 +49,8 @@ REAL_NODE_LABEL = ("tts-operator.io/node", "real")
 # The kubelet serves its device-plugin registration socket here whatever its --root-dir.
 DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 TABLES_BEFORE = "nft-tables-before.json"
+# cgroup v1 with the cgroupfs driver: the kubelet's pods live under kubepods.
+POD_CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids/kubepods"),)
 HOST_PACKAGES = ("containerd", "runc", "nft", "ip")
 
 
@@ -371,8 +373,12 @@ class RealNode:
 
 
 def clean_up_node(workdir: Path) -> None:
-    """What outlives the node's processes: containerd's shims (they are reparented), the
-    mounts the kubelet and containerd made, and kube-proxy's nftables tables."""
+    """What outlives the node's processes: the pods' processes (a detached cluster is stopped
+    without a drain), containerd's shims (they are reparented), the pods' network namespaces,
+    the mounts the kubelet and containerd made, and the nftables tables they added."""
+    for pid in _pids_in_cgroups(POD_CGROUP_ROOTS):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     marker = str(workdir / "containerd.sock").encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -385,6 +391,8 @@ def clean_up_node(workdir: Path) -> None:
             signal_group(int(entry.name), signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
+    for netns in Path("/run/netns").glob("cni-*"):  # only this node's CNI makes these
+        subprocess.run(["ip", "netns", "delete", netns.name], capture_output=True, check=False)
     roots = (str(workdir), str(CONTAINERD_ROOT))
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(roots)), reverse=True):
@@ -396,6 +404,15 @@ def clean_up_node(workdir: Path) -> None:
             if (family, name) not in before:
                 subprocess.run(["nft", "delete", "table", family, name], capture_output=True)
         before_file.unlink()
+
+
+def _pids_in_cgroups(roots: tuple[Path, ...]) -> set[int]:
+    pids: set[int] = set()
+    for root in roots:
+        for procs in root.rglob("cgroup.procs") if root.exists() else ():
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(line) for line in procs.read_text().split())
+    return pids
 
 
 def nft_tables() -> list[tuple[str, str]]:

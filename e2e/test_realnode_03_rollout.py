@@ -1,0 +1,60 @@
+"""Zero-loss rolling update on the real node: a steady stream of requests through the Service
+while a spec change rolls every pod; every request must succeed (readiness, the preStop
+sleep and the runtime's drain do their part)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import realnode
+from kubeapi import Kube, tts_body, wait_for
+from tts_cluster import LocalCluster
+from tts_cluster.images import Images
+from ttschildren import instance_selector
+
+pytestmark = pytest.mark.realnode
+
+NAME = "rolling"
+
+
+def test_a_rollout_under_load_loses_no_request(
+    cluster: LocalCluster,
+    kube: Kube,
+    images: Images,
+    in_cluster_operator: str,
+    voice_namespace: str,
+) -> None:
+    ns = voice_namespace
+    spec = realnode.spec(
+        replicas=2, runtime={"gpu": {"count": 0}}, service={"sessionAffinity": "None"}
+    )
+    kube.create_tts(ns, tts_body(NAME, spec))
+    realnode.start_clients(kube, ns, images.runtime.name, "client")
+    url = realnode.speech_url(realnode.wait_serving(kube, ns, NAME, 2))
+    before = {p["metadata"]["name"] for p in kube.pods(ns, instance_selector(NAME))}
+
+    load = realnode.Load(cluster, ns, "client", url, threads=2)
+    time.sleep(5)  # let the stream run before the change
+    kube.patch_tts(ns, NAME, {"spec": {"runtime": {"logLevel": "warning"}}})
+
+    def rolled() -> bool:
+        pods = kube.pods(ns, instance_selector(NAME))
+        names = {p["metadata"]["name"] for p in pods}
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return (
+            not (names & before)
+            and len(live) == 2
+            and all((p["status"].get("containerStatuses") or [{}])[0].get("ready") for p in live)
+        )
+
+    wait_for("every pod replaced and Ready", rolled, 300, every=1)
+    realnode.wait_serving(kube, ns, NAME, 2)
+    records = load.stop()
+
+    counts = realnode.summary(records)
+    served_by = {r.get("pod") for r in records if r["status"] == 200}
+    print(f"rollout under load: {counts}, answered by {len(served_by)} pods")
+    assert counts.get("200", 0) >= 10, counts
+    assert set(counts) == {"200"}, counts  # nothing refused, dropped or failed
+    assert served_by & before and served_by - before  # old pods, then new ones, served
