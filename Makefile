@@ -44,12 +44,13 @@ crds: setup
 	$(BIN)/tts-operator crd --write crds/ttsservices.ttsoperator.io.yaml
 	$(BIN)/tts-operator docs --write docs/operator.md README.md
 
-# Local cluster + chart + operator + TTSService + runtime + a real request (see hack/demo.sh).
+# Local cluster with a real node + chart + operator + TTSService + a real request through the
+# Service (cluster/tts_cluster/demo.py).
 demo: setup
-	hack/demo.sh up
+	$(BIN)/python -m tts_cluster.demo up
 
 demo-down:
-	hack/demo.sh down
+	$(BIN)/python -m tts_cluster.demo down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

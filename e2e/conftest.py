@@ -73,6 +73,11 @@ def cluster(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Any]:
         return
     if PROVIDER != "local":
         pytest.fail(f"E2E_PROVIDER must be local or kind, not {PROVIDER!r}")
+    if os.geteuid() != 0:
+        pytest.skip(
+            "the local cluster first routes its pod and Service ranges to local devices: "
+            "run as root (CI does)"
+        )
     local = LocalCluster(request.getfixturevalue("binaries"), workdir / "cluster")
     local.start(gpu_nodes=["gpu-node-1", "gpu-node-2"], gpus_per_node=2)
     yield local
