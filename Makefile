@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps piper-tts==$(PIPER_VERSION) faster-whisper==$(FASTER_WHISPER_VERSION)
 	@touch $(STAMP)
 
-test: setup cluster-binaries images
+test: setup host-packages cluster-binaries images
 	$(BIN)/python -m pytest
 
 unit: setup
@@ -46,7 +46,7 @@ crds: setup
 
 # Local cluster with a real node + chart + operator + TTSService + a real request through the
 # Service (cluster/tts_cluster/demo.py).
-demo: setup
+demo: setup host-packages
 	$(BIN)/python -m tts_cluster.demo up
 
 demo-down:
@@ -56,7 +56,11 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # ---- Local Kubernetes control plane for the e2e tests (docs/e2e.md) ----
-.PHONY: cluster-binaries images cluster-up cluster-down e2e scale-bench
+.PHONY: host-packages cluster-binaries images cluster-up cluster-down e2e scale-bench
+
+# containerd, runc, CNI plugins, nftables, buildah, debootstrap...: apt-get install when missing.
+host-packages:
+	hack/host-packages.sh
 
 # Builds what is missing into .cache/k8s/<version>/bin (cold: minutes; warm: prints paths).
 cluster-binaries:
@@ -64,16 +68,16 @@ cluster-binaries:
 
 # The runtime, operator and pause images, built without a daemon (buildah, debootstrap base,
 # host wheelhouse) into .cache/images/ as OCI archives (cold: minutes; warm: prints paths).
-images: setup
+images: setup host-packages
 	hack/build-images.sh
 
-cluster-up: setup cluster-binaries
+cluster-up: setup host-packages cluster-binaries
 	$(BIN)/python hack/cluster.py up
 
 cluster-down:
 	$(BIN)/python hack/cluster.py down
 
-e2e: setup cluster-binaries images
+e2e: setup host-packages cluster-binaries images
 	$(BIN)/python -m pytest e2e -m e2e
 
 scale-bench: setup cluster-binaries

@@ -17,6 +17,7 @@ from typing import Any
 
 import kubeapi
 import pytest
+import realnode
 from e2e_provider import PROVIDER
 from kubeapi import Kube
 from operatorproc import OperatorProcess
@@ -137,6 +138,14 @@ def voice_namespace(cluster: Any, namespace: str, voices: Path) -> Iterator[str]
     cluster.apply(*deploy.voice_claim_objects(namespace, "tts-voices", voices))
     yield namespace
     cluster.kubectl("delete", "pv", f"{namespace}-tts-voices", "--wait=false", check=False)
+
+
+@pytest.fixture
+def stage(
+    cluster: Any, kube: Kube, images: Images, in_cluster_operator: str, voice_namespace: str
+) -> realnode.Stage:
+    """Everything a realnode scenario needs, in one argument."""
+    return realnode.Stage(cluster, kube, images, voice_namespace)
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,28 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass
 from typing import Any
 
-from kubeapi import Kube, condition, merged, wait_for
+from kubeapi import Kube, condition, merged, tts_body, wait_for
 from tts_cluster import LocalCluster
 from tts_cluster.deploy import REAL_NODE_TOLERATION, VOICE, client_pod
+from tts_cluster.images import Images
 
 CLAIM = "tts-voices"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a realnode scenario works with: the cluster with its real node and in-cluster
+    operator, the API client, the images, and a fresh namespace holding the voice claim."""
+
+    cluster: LocalCluster
+    kube: Kube
+    images: Images
+    namespace: str
+
+
 # Small requests so three runtime pods and two clients fit the node's two CPUs; calibration
 # off so a pod is Ready as soon as its model is loaded and warmed up.
 SPEC: dict[str, Any] = {
@@ -26,6 +41,11 @@ SPEC: dict[str, Any] = {
     },
     "scheduling": {"nodeSelector": {"type": "real"}, "tolerations": [REAL_NODE_TOLERATION]},
 }
+
+# Pods that need no GPU (the node has two stub GPUs; these scenarios are about traffic).
+CPU_ONLY: dict[str, Any] = {"gpu": {"count": 0}}
+# Affinity off, so traffic reaches every pod.
+SPREAD: dict[str, Any] = {"sessionAffinity": "None"}
 
 # Runs inside the client pod: N requests to URL, one JSON line each (status, pod, bytes).
 CLIENT_SCRIPT = """\
@@ -68,25 +88,6 @@ def call_service(
     if result.returncode != 0:
         raise AssertionError(f"client failed: {result.stderr}")
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-
-
-def fetch_wav(cluster: LocalCluster, namespace: str, client: str, url: str, text: str) -> bytes:
-    """One request from the client pod; the WAV bytes (through kubectl exec's stdout)."""
-    script = (
-        "import json, sys, urllib.request\n"
-        "body = json.dumps({'model': 'tts-1', 'input': sys.argv[2], 'voice': 'default',"
-        " 'response_format': 'wav'}).encode()\n"
-        "req = urllib.request.Request(sys.argv[1], body, {'Content-Type': 'application/json'})\n"
-        "sys.stdout.buffer.write(urllib.request.urlopen(req, timeout=120).read())\n"
-    )
-    argv = [
-        str(cluster.binaries.kubectl), f"--kubeconfig={cluster.kubeconfig}",
-        "exec", "-n", namespace, client, "--", "python3", "-c", script, url, text,
-    ]  # fmt: skip
-    result = subprocess.run(argv, capture_output=True, timeout=300, check=False)
-    if result.returncode != 0:
-        raise AssertionError(f"client failed: {result.stderr.decode(errors='replace')}")
-    return result.stdout
 
 
 # Runs inside the client pod: `threads` clients send requests back to back for `seconds`
@@ -186,3 +187,19 @@ def wait_serving(kube: Kube, namespace: str, name: str, replicas: int) -> dict[s
 
 def speech_url(tts: dict[str, Any]) -> str:
     return f"{tts['status']['endpoint']}/v1/audio/speech"
+
+
+def serve(
+    kube: Kube,
+    namespace: str,
+    image: str,
+    name: str,
+    replicas: int,
+    clients: tuple[str, ...] = ("client",),
+    **override: Any,
+) -> str:
+    """A TTSService from SPEC (+ override) with `replicas` pods and client pods beside it,
+    all ready; returns its speech URL."""
+    kube.create_tts(namespace, tts_body(name, spec(replicas=replicas, **override)))
+    start_clients(kube, namespace, image, *clients)
+    return speech_url(wait_serving(kube, namespace, name, replicas))

@@ -14,8 +14,7 @@ import pytest
 import realnode
 from kubeapi import Kube, condition, tts_body, wait_for
 from tts_cluster import REPO_ROOT, LocalCluster
-from tts_cluster.deploy import client_pod
-from tts_cluster.images import Images
+from tts_cluster.deploy import client_pod, speak_from_pod
 from ttschildren import instance_selector
 
 pytestmark = pytest.mark.realnode
@@ -31,14 +30,9 @@ def _ready_tts(kube: Kube, namespace: str) -> dict[str, Any] | None:
 
 
 def test_the_voice_answers_through_the_service_dns_name(
-    cluster: LocalCluster,
-    kube: Kube,
-    images: Images,
-    in_cluster_operator: str,
-    voice_namespace: str,
-    tmp_path: Path,
+    stage: realnode.Stage, tmp_path: Path
 ) -> None:
-    ns = voice_namespace
+    cluster, kube, images, ns = stage.cluster, stage.kube, stage.images, stage.namespace
     kube.create_tts(ns, tts_body(NAME, realnode.spec(replicas=1)))
     kube.create_pod(ns, client_pod("client", images.runtime.name))
 
@@ -62,7 +56,7 @@ def test_the_voice_answers_through_the_service_dns_name(
         ),
         120,
     )
-    wav = realnode.fetch_wav(cluster, ns, "client", f"{endpoint}/v1/audio/speech", TEXT)
+    wav = speak_from_pod(cluster, ns, "client", f"{endpoint}/v1/audio/speech", TEXT)
     assert wav[:4] == b"RIFF" and len(wav) > 44
 
     audio, text = tmp_path / "speech.wav", tmp_path / "speech.txt"

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import pytest
 import realnode
-from kubeapi import Kube, tts_body, wait_for
-from tts_cluster import LocalCluster
-from tts_cluster.images import Images
+from kubeapi import wait_for
 from ttschildren import instance_selector
 
 pytestmark = pytest.mark.realnode
@@ -17,18 +15,11 @@ NAME = "sticky"
 REQUESTS = 20
 
 
-def test_client_ip_affinity_sticks_and_none_spreads(
-    cluster: LocalCluster,
-    kube: Kube,
-    images: Images,
-    in_cluster_operator: str,
-    voice_namespace: str,
-) -> None:
-    ns = voice_namespace
-    spec = realnode.spec(replicas=3, runtime={"gpu": {"count": 0}})
-    kube.create_tts(ns, tts_body(NAME, spec))
-    realnode.start_clients(kube, ns, images.runtime.name, "client-a", "client-b")
-    url = realnode.speech_url(realnode.wait_serving(kube, ns, NAME, 3))
+def test_client_ip_affinity_sticks_and_none_spreads(stage: realnode.Stage) -> None:
+    cluster, kube, images, ns = stage.cluster, stage.kube, stage.images, stage.namespace
+    url = realnode.serve(
+        kube, ns, images.runtime.name, NAME, 3, ("client-a", "client-b"), runtime=realnode.CPU_ONLY
+    )
     pods = {p["metadata"]["name"] for p in kube.pods(ns, instance_selector(NAME))}
     assert kube.service(ns, NAME)["spec"]["sessionAffinity"] == "ClientIP"
 

@@ -8,9 +8,7 @@ import time
 
 import pytest
 import realnode
-from kubeapi import Kube, tts_body, wait_for
-from tts_cluster import LocalCluster
-from tts_cluster.images import Images
+from kubeapi import wait_for
 from ttschildren import instance_selector
 
 pytestmark = pytest.mark.realnode
@@ -18,20 +16,11 @@ pytestmark = pytest.mark.realnode
 NAME = "rolling"
 
 
-def test_a_rollout_under_load_loses_no_request(
-    cluster: LocalCluster,
-    kube: Kube,
-    images: Images,
-    in_cluster_operator: str,
-    voice_namespace: str,
-) -> None:
-    ns = voice_namespace
-    spec = realnode.spec(
-        replicas=2, runtime={"gpu": {"count": 0}}, service={"sessionAffinity": "None"}
+def test_a_rollout_under_load_loses_no_request(stage: realnode.Stage) -> None:
+    cluster, kube, images, ns = stage.cluster, stage.kube, stage.images, stage.namespace
+    url = realnode.serve(
+        kube, ns, images.runtime.name, NAME, 2, runtime=realnode.CPU_ONLY, service=realnode.SPREAD
     )
-    kube.create_tts(ns, tts_body(NAME, spec))
-    realnode.start_clients(kube, ns, images.runtime.name, "client")
-    url = realnode.speech_url(realnode.wait_serving(kube, ns, NAME, 2))
     before = {p["metadata"]["name"] for p in kube.pods(ns, instance_selector(NAME))}
 
     load = realnode.Load(cluster, ns, "client", url, threads=2)

@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 import realnode
-from kubeapi import Kube, condition, tts_body, wait_for
-from tts_cluster import LocalCluster
+from kubeapi import condition, tts_body, wait_for
 from tts_cluster.deploy import REAL_NODE_TOLERATION, VOICE
-from tts_cluster.images import Images
 from ttschildren import instance_selector
 
 pytestmark = pytest.mark.realnode
@@ -58,13 +56,9 @@ def _voice_server(image: str) -> list[dict[str, Any]]:
 
 
 def test_the_init_container_fetches_the_voice_and_a_wrong_url_degrades(
-    cluster: LocalCluster,
-    kube: Kube,
-    images: Images,
-    in_cluster_operator: str,
-    voice_namespace: str,
+    stage: realnode.Stage,
 ) -> None:
-    ns = voice_namespace
+    cluster, kube, images, ns = stage.cluster, stage.kube, stage.images, stage.namespace
     pod, service = _voice_server(images.runtime.name)
     kube.create_pod(ns, pod)
     kube.core.create_namespaced_service(ns, service)

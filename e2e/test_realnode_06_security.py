@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import pytest
 import realnode
-from kubeapi import Kube, tts_body
-from tts_cluster import LocalCluster
-from tts_cluster.images import Images
 from ttschildren import instance_selector
 
 pytestmark = pytest.mark.realnode
@@ -16,16 +13,9 @@ pytestmark = pytest.mark.realnode
 NAME = "locked"
 
 
-def test_the_runtime_runs_restricted_and_serves(
-    cluster: LocalCluster,
-    kube: Kube,
-    images: Images,
-    in_cluster_operator: str,
-    voice_namespace: str,
-) -> None:
-    ns = voice_namespace
-    kube.create_tts(ns, tts_body(NAME, realnode.spec(replicas=1, runtime={"gpu": {"count": 0}})))
-    tts = realnode.wait_serving(kube, ns, NAME, 1)
+def test_the_runtime_runs_restricted_and_serves(stage: realnode.Stage) -> None:
+    cluster, kube, images, ns = stage.cluster, stage.kube, stage.images, stage.namespace
+    url = realnode.serve(kube, ns, images.runtime.name, NAME, 1, runtime=realnode.CPU_ONLY)
     pod = kube.pods(ns, instance_selector(NAME))[0]
     name = pod["metadata"]["name"]
     context = pod["spec"]["containers"][0]["securityContext"]
@@ -49,7 +39,5 @@ def test_the_runtime_runs_restricted_and_serves(
     attempt = in_pod("python3", "-c", "open('/opt/tts/written-by-test', 'w')")
     assert "Read-only file system" in attempt, attempt
 
-    realnode.start_clients(kube, ns, images.runtime.name, "client")
-    url = realnode.speech_url(tts)
     records = realnode.call_service(cluster, ns, "client", url, 3, "Nothing to write home about.")
     assert [r["status"] for r in records] == [200, 200, 200], records

@@ -175,7 +175,9 @@ def _up(steps: Steps) -> int:
 
     steps.next(f"A request from pod {CLIENT} to {endpoint}/v1/audio/speech (OpenAI-compatible)")
     _wait(steps, f"pod {CLIENT} Running", 120, lambda: _phase(cluster, CLIENT) == "Running")
-    wav = _speak(cluster, f"{endpoint}/v1/audio/speech")
+    wav = deploy.speak_from_pod(
+        cluster, DEMO_NAMESPACE, CLIENT, f"{endpoint}/v1/audio/speech", TEXT
+    )
     audio, text = OUT_DIR / f"{name}.wav", OUT_DIR / f"{name}.txt"
     audio.write_bytes(wav)
     text.write_text(TEXT + "\n")
@@ -218,25 +220,6 @@ def _ready(cluster: LocalCluster, name: str) -> bool:
 def _phase(cluster: LocalCluster, pod: str) -> str:
     out = cluster.kubectl("get", "pod", "-n", DEMO_NAMESPACE, pod, "-o", "json").stdout
     return str(json.loads(out).get("status", {}).get("phase", ""))
-
-
-def _speak(cluster: LocalCluster, url: str) -> bytes:
-    """POST from the client pod (through kubectl exec); the WAV comes back on stdout."""
-    script = (
-        "import json, sys, urllib.request\n"
-        "body = json.dumps({'model': 'tts-1', 'input': sys.argv[2], 'voice': 'default',"
-        " 'response_format': 'wav'}).encode()\n"
-        "req = urllib.request.Request(sys.argv[1], body, {'Content-Type': 'application/json'})\n"
-        "sys.stdout.buffer.write(urllib.request.urlopen(req, timeout=120).read())\n"
-    )
-    result = subprocess.run(
-        [str(cluster.binaries.kubectl), f"--kubeconfig={cluster.kubeconfig}", "exec",
-         "-n", DEMO_NAMESPACE, CLIENT, "--", "python3", "-c", script, url, TEXT],
-        capture_output=True, timeout=300, check=False,
-    )  # fmt: skip
-    if result.returncode != 0 or result.stdout[:4] != b"RIFF":
-        raise ClusterError(f"the request failed: {result.stderr.decode(errors='replace')}")
-    return result.stdout
 
 
 def _metrics(cluster: LocalCluster, name: str) -> str:

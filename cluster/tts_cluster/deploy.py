@@ -169,3 +169,25 @@ def client_pod(name: str, image: str, *, tolerate_real_node: bool = True) -> dic
     if tolerate_real_node:
         spec["tolerations"] = [REAL_NODE_TOLERATION]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+# Runs in a client pod: POST the text to URL, write the audio bytes to stdout.
+SPEAK_SCRIPT = """\
+import json, sys, urllib.request
+body = json.dumps({"model": "tts-1", "input": sys.argv[2], "voice": "default",
+                   "response_format": "wav"}).encode()
+request = urllib.request.Request(sys.argv[1], body, {"Content-Type": "application/json"})
+sys.stdout.buffer.write(urllib.request.urlopen(request, timeout=120).read())
+"""
+
+
+def speak_from_pod(cluster: LocalCluster, namespace: str, pod: str, url: str, text: str) -> bytes:
+    """One speech request from inside `pod` (kubectl exec); the WAV bytes it got back."""
+    result = subprocess.run(
+        [str(cluster.binaries.kubectl), f"--kubeconfig={cluster.kubeconfig}", "exec",
+         "-n", namespace, pod, "--", "python3", "-c", SPEAK_SCRIPT, url, text],
+        capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    if result.returncode != 0 or result.stdout[:4] != b"RIFF":
+        raise ClusterError(f"the request failed: {result.stderr.decode(errors='replace')}")
+    return result.stdout
