@@ -43,7 +43,7 @@ def test_api_server_reports_its_real_version(cluster: LocalCluster) -> None:
 
 
 def test_stub_gpu_nodes_are_ready_tainted_and_advertise_gpus(kube: Kube) -> None:
-    listed = kube.core.list_node(label_selector="nvidia.com/gpu.present").items
+    listed = kube.core.list_node(label_selector="nvidia.com/gpu.present,type=kwok").items
     nodes = [kube.plain(n) for n in listed]
     assert nodes
     for node in nodes:

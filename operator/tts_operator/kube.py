@@ -138,6 +138,16 @@ class Kube:
     def get_tts(self, namespace: str, name: str) -> Manifest | None:
         return self.get(TTS_API_VERSION, "TTSService", namespace, name)
 
+    def exists(self, path: str) -> bool:
+        """GET an object by its REST path: False on 404 (e.g. a peering object not made yet)."""
+        try:
+            self._call("GET", path)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
     def create_if_missing(self, manifest: Manifest, collection_path: str) -> bool:
         """POST an object; False when it already exists."""
         try:

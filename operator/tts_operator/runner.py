@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -90,11 +92,44 @@ def ensure_peering(kube: Kube, settings: OperatorSettings) -> None:
             log.warning(f"could not create peering object at {path} ({err.status}); continuing")
 
 
+def wait_for_peering(
+    kube: Kube,
+    settings: OperatorSettings,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait until the peering object(s) someone else creates (the chart's release) exist;
+    PeeringMissingError after settings.peering_wait_seconds."""
+    deadline = clock() + settings.peering_wait_seconds
+    for path, body in peering_objects(settings):
+        name = settings.peering_name
+        announced = False
+        while not kube.exists(f"{path}/{name}"):
+            if clock() >= deadline:
+                raise PeeringMissingError(
+                    f"peering object {body['kind']} {name!r} did not appear within "
+                    f"{settings.peering_wait_seconds:.0f}s (TTS_OPERATOR_PEERING_CREATE=false: "
+                    "the chart's release creates it; is peering.create off?)"
+                )
+            if not announced:
+                log.info(f"waiting for peering object {name!r} at {path} (created by the release)")
+                announced = True
+            sleep(1.0)
+
+
+class PeeringMissingError(RuntimeError):
+    """The peering object the operator was told to wait for never appeared."""
+
+
 def run(settings: OperatorSettings) -> None:
     configure_logging(settings)
     metrics.serve(settings.metrics_port, settings.metrics_host)
     if not settings.standalone:
-        ensure_peering(Kube(load_client()), settings)
+        kube = Kube(load_client())
+        if settings.peering_create:
+            ensure_peering(kube, settings)
+        else:
+            wait_for_peering(kube, settings)
     registry = kopf.OperatorRegistry()
     register(settings, registry)
     kopf.run(

@@ -35,6 +35,13 @@ class OperatorSettings(BaseSettings):
     """Port of the Prometheus /metrics endpoint; 0 turns it off."""
     peering_name: str = Field(default="tts-operator", min_length=1, max_length=253)
     """kopf peering object (leader election): replicas sharing it never act at once."""
+    peering_create: bool = True
+    """Create the peering object when it is missing (a developer's operator). The chart sets
+    false: the release owns that object, and a replica that started before helm created it
+    would otherwise create it first and make `helm install` fail. With false the operator
+    waits for the object (up to peering_wait_seconds) instead."""
+    peering_wait_seconds: float = Field(default=120.0, ge=0.0, le=3600.0)
+    """How long to wait for a peering object someone else creates; then exit with an error."""
     standalone: bool = False
     """Run without peering (one replica, development)."""
     priority: int = Field(default_factory=lambda: secrets.randbelow(1 << 30) + 1)

@@ -130,13 +130,8 @@ def test_rbac_covers_what_the_operator_and_kopf_touch(helm: Helm) -> None:
     assert grants[("", "pods")] == {"list", "watch"}
     assert grants[("", "persistentvolumeclaims")] == {"get"}
     assert grants[("", "events")] == {"create"}
-    assert grants[("kopf.dev", "clusterkopfpeerings")] == {
-        "get",
-        "list",
-        "watch",
-        "patch",
-        "create",
-    }
+    # The release creates the peering object; the operator only waits for it and uses it.
+    assert grants[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "patch"}
     assert grants[("apiextensions.k8s.io", "customresourcedefinitions")] == {
         "get",
         "list",
@@ -191,6 +186,7 @@ def test_each_replica_draws_its_own_peering_priority(helm: Helm) -> None:
         drawn.append(OperatorSettings.model_validate({"priority": shown}).priority)
     assert len(set(drawn)) > 1, drawn  # 3 equal 16-bit draws: about 1 in 4 billion
 
+    assert _env(helm.template().one("Deployment"))["TTS_OPERATOR_PEERING_CREATE"] == "false"
     fixed = _env(helm.template("--set", "peering.priority=7").one("Deployment"))
     assert fixed["TTS_OPERATOR_PRIORITY"] == "7"
     assert "TTS_OPERATOR_PRIORITY" not in _env(helm.template().one("Deployment"))

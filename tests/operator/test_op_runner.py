@@ -11,7 +11,13 @@ import pytest
 from prometheus_client import generate_latest
 from tts_operator import metrics
 from tts_operator.handlers import register
-from tts_operator.runner import QuietWatchers, kopf_settings, peering_objects
+from tts_operator.runner import (
+    PeeringMissingError,
+    QuietWatchers,
+    kopf_settings,
+    peering_objects,
+    wait_for_peering,
+)
 from tts_operator.settings import OperatorSettings
 
 
@@ -114,3 +120,42 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class _PeeringAppears:
+    """A Kube stand-in whose peering object exists from the `after`-th look on."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.looks: list[str] = []
+
+    def exists(self, path: str) -> bool:
+        self.looks.append(path)
+        return len(self.looks) > self.after
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_operator_waits_for_the_releases_peering_object() -> None:
+    kube, clock = _PeeringAppears(after=3), _Clock()
+    settings = OperatorSettings(peering_name="p", peering_create=False)
+    wait_for_peering(kube, settings, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+    assert kube.looks == ["/apis/kopf.dev/v1/clusterkopfpeerings/p"] * 4
+    assert clock.now == 3.0
+
+
+def test_a_peering_object_that_never_comes_stops_the_operator_with_a_reason() -> None:
+    kube, clock = _PeeringAppears(after=10**6), _Clock()
+    settings = OperatorSettings(peering_name="p", peering_create=False, peering_wait_seconds=5)
+    with pytest.raises(PeeringMissingError, match="ClusterKopfPeering 'p' did not appear"):
+        wait_for_peering(kube, settings, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+    assert clock.now == 5.0

@@ -41,11 +41,12 @@ Nothing here reads Secrets, Nodes or anything else the operator does not use.
 {{- end }}
 
 {{/*
-kopf's peering heartbeats: it watches the peering object and patches its own entry; the
-operator creates the object at start when it is missing (peering.create=false).
+kopf's peering heartbeats: it watches the peering object and patches its own entry. It never
+creates the object: the release does (peering.create), or whoever manages it when that is off;
+the operator waits for it at start (TTS_OPERATOR_PEERING_CREATE=false).
 */}}
 {{- define "tts-operator.peeringRule" -}}
 - apiGroups: ["kopf.dev"]
   resources: [{{ . | quote }}]
-  verbs: ["get", "list", "watch", "patch", "create"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
