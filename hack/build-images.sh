@@ -249,7 +249,15 @@ in_image() { # IMAGE CMD...: run CMD in a throwaway container of IMAGE as uid 10
   shift
   echo "---- smoke test in $image as uid 10001: $*"
   ctr="$(bh from --pull=never "$image")"
-  bh run --isolation chroot --user 10001:10001 "$ctr" -- "$@" || rc=$?
+  # buildah's chroot isolation re-executes itself from a sealed memfd copy; on this kernel
+  # that sealing now and then fails with EBUSY ("Close_Fd sealing memfd copy: Device or
+  # resource busy") before the command runs at all. Try again; a real failure fails thrice.
+  for attempt in 1 2 3; do
+    rc=0
+    bh run --isolation chroot --user 10001:10001 "$ctr" -- "$@" || rc=$?
+    ((rc == 0)) && break
+    echo "---- attempt $attempt exited $rc"
+  done
   bh rm "$ctr" >/dev/null
   return "$rc"
 }
