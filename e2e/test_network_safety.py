@@ -2,7 +2,8 @@
 
 A ClusterIP with no endpoints and a stub pod's IP must both fail here, at once, with an
 error from this host's own stack, never by a timeout (a timeout would mean the packet went
-somewhere)."""
+somewhere). An address in the Service range that no Service holds is dropped or refused in
+this host's output hook."""
 
 from __future__ import annotations
 
@@ -97,5 +98,15 @@ def test_a_cluster_ip_without_endpoints_is_refused_locally(
     )
 
 
-def test_an_unallocated_cluster_ip_fails_locally(real_node: RealNode) -> None:
-    assert _connect_error("10.96.250.250", 80) in LOCAL_FAILURES
+def test_an_unallocated_cluster_ip_stays_on_this_host(real_node: RealNode) -> None:
+    """Refused by the guard table, or, once kube-proxy knows the Service CIDR, dropped by its
+    own "unallocated ClusterIPs" rule: both in this host's output hook, before any device."""
+    outcome = _connect_error("10.96.250.250", 80)
+    if outcome == "timeout":
+        rules = subprocess.run(
+            ["nft", "list", "table", "ip", "kube-proxy"], capture_output=True, text=True
+        ).stdout
+        assert "Drop traffic to unallocated ClusterIPs" in rules, rules
+        assert network.SERVICE_CIDR in rules
+    else:
+        assert outcome in LOCAL_FAILURES

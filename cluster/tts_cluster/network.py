@@ -67,8 +67,9 @@ def _nft(script: str) -> None:
 
 def guard_ruleset() -> str:
     """Pods talk to each other and to this host, never past it; and a Service address that
-    kube-proxy did not rewrite (no such Service) is refused here rather than left to time out.
-    The output chain runs after kube-proxy's DNAT (priority filter > dstnat)."""
+    kube-proxy did not rewrite is refused here. The output chain runs after kube-proxy's DNAT
+    (priority filter > dstnat). Once kube-proxy knows the Service CIDR, its own pre-DNAT rule
+    drops unallocated ClusterIPs first (silently, still in this host's output hook)."""
     return (
         f"table inet {GUARD_TABLE} {{\n"
         "  chain forward {\n"
