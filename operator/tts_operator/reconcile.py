@@ -1,8 +1,12 @@
-"""One level-based pass for one TTSService: check, build, apply, prune, observe, report.
+"""One level-based pass for one TTSService: check, build, read, apply, prune, observe, report.
 
 Handlers (create/update/resume, child events) all call `reconcile`;
 running it twice in a row changes nothing. A spec that cannot work yields a Degraded
 status, a Warning event (once per new reason) and kopf.TemporaryError / PermanentError.
+
+The operator only ever writes objects this TTSService controls: a child's name taken by an
+object without this TTSService's controller ownerReference (uid) is a ChildConflict, and
+then nothing at all is applied (see `reconcile`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tts_operator.kube import Manifest, owns_field
 from tts_operator.models import TTSServiceSpec
 from tts_operator.settings import FIELD_MANAGER, OperatorSettings
 from tts_operator.status import (
+    CHILD_CONFLICT,
     DEGRADED,
     Observed,
     Problem,
@@ -72,21 +77,28 @@ def _meta(body: Manifest) -> tuple[str, str, int | None]:
     return meta["name"], meta["namespace"], meta.get("generation")
 
 
-def _degraded_reason(status: Manifest | None) -> str | None:
+def _degraded(status: Manifest | None) -> tuple[str, str] | None:
+    """(reason, message) of a Degraded=True condition, else None."""
     for cond in (status or {}).get("conditions", []) or []:
         if cond.get("type") == DEGRADED and cond.get("status") == "True":
-            return str(cond.get("reason"))
+            return str(cond.get("reason")), str(cond.get("message", ""))
     return None
 
 
+def _degraded_reason(status: Manifest | None) -> str | None:
+    found = _degraded(status)
+    return found[0] if found else None
+
+
 def report(ctx: Context, body: Manifest, status: Manifest) -> Manifest:
-    """Patch the status when it differs; post a Warning event when a new problem appears."""
+    """Patch the status when it differs; post a Warning event when a new problem appears
+    (a new reason; for ChildConflict also a different set of conflicting objects, which the
+    message names; counts in other reasons' messages change too often to post on)."""
     previous = body.get("status") or {}
     name, namespace, _ = _meta(body)
-    reason = _degraded_reason(status)
-    if reason and reason != _degraded_reason(previous):
-        message = next(c["message"] for c in status["conditions"] if c["type"] == DEGRADED)
-        ctx.events(body, "Warning", reason, message)
+    now, before = _degraded(status), _degraded(previous)
+    if now and (now[0] != (before or ("", ""))[0] or (now[0] == CHILD_CONFLICT and now != before)):
+        ctx.events(body, "Warning", now[0], now[1])
     if {k: previous.get(k) for k in status} != status:
         ctx.kube.patch_status(namespace, name, status)
     return status
@@ -114,11 +126,64 @@ def precheck(ctx: Context, namespace: str, spec: TTSServiceSpec, kids: Children)
     return None
 
 
-def hand_over_replicas(ctx: Context, deployment: Manifest) -> None:
+def controlled_by(obj: Manifest, owner_uid: str) -> bool:
+    """Whether `obj` has a controller ownerReference to the owner with this uid."""
+    refs = obj.get("metadata", {}).get("ownerReferences", []) or []
+    return bool(owner_uid) and any(
+        r.get("controller") is True and r.get("uid") == owner_uid for r in refs
+    )
+
+
+def _key(manifest: Manifest) -> tuple[str, str]:
+    return manifest["kind"], manifest["metadata"]["name"]
+
+
+def read_children(
+    ctx: Context, namespace: str, desired: list[Manifest]
+) -> dict[tuple[str, str], Manifest | None]:
+    """The live object (or None) at each desired child's name: one GET per child."""
+    return {
+        _key(m): ctx.kube.get(m["apiVersion"], m["kind"], namespace, m["metadata"]["name"])
+        for m in desired
+    }
+
+
+def _controller(obj: Manifest) -> str:
+    for ref in obj.get("metadata", {}).get("ownerReferences", []) or []:
+        if ref.get("controller") is True:
+            return f"controlled by {ref.get('kind')}/{ref.get('name')}, uid {ref.get('uid')}"
+    return "no controller"
+
+
+def conflicts(
+    live: dict[tuple[str, str], Manifest | None], owner_uid: str
+) -> list[tuple[str, str, str]]:
+    """(kind, name, its controller) of each existing object this TTSService does not control."""
+    return [
+        (kind, name, _controller(obj))
+        for (kind, name), obj in live.items()
+        if obj is not None and not controlled_by(obj, owner_uid)
+    ]
+
+
+def conflict_problem(namespace: str, found: list[tuple[str, str, str]]) -> Problem:
+    objects = ", ".join(f"{kind}/{name} ({who})" for kind, name, who in found)
+    verbs = ("exists", "is") if len(found) == 1 else ("exist", "are")
+    return Problem(
+        CHILD_CONFLICT,
+        f'{objects} already {verbs[0]} in namespace "{namespace}" and {verbs[1]} '
+        "not controlled by this TTSService, so the operator changes nothing (it never takes "
+        "over an object it does not own). Rename the TTSService, or delete or rename the "
+        "other object.",
+        refused=True,
+    )
+
+
+def hand_over_replicas(ctx: Context, deployment: Manifest, live: Manifest | None) -> None:
     """Before the first apply without replicas, let a second manager co-own the current
-    count so dropping ours does not reset it (the HPA takes it from there)."""
+    count so dropping ours does not reset it (the HPA takes it from there). `live` is the
+    Deployment as read before applying (None when there is none yet)."""
     meta = deployment["metadata"]
-    live = ctx.kube.get("apps/v1", "Deployment", meta["namespace"], meta["name"])
     if live is None or not owns_field(live, FIELD_MANAGER, "spec", "replicas"):
         return
     ctx.kube.apply(
@@ -133,16 +198,14 @@ def hand_over_replicas(ctx: Context, deployment: Manifest) -> None:
 
 
 def prune(ctx: Context, namespace: str, owner_uid: str, unwanted: list[ChildRef]) -> None:
-    """Delete children the spec no longer wants, but only ones this TTSService owns."""
+    """Delete children the spec no longer wants, but only ones this TTSService controls
+    (managed-by label and a controller ownerReference with its uid): never anyone else's."""
     for ref in unwanted:
         live = ctx.kube.get(ref.api_version, ref.kind, namespace, ref.name)
         if live is None:
             continue
-        meta = live.get("metadata", {})
-        ours = meta.get("labels", {}).get(LABEL_MANAGED_BY) == MANAGED_BY and any(
-            o.get("uid") == owner_uid for o in meta.get("ownerReferences", []) or []
-        )
-        if ours:
+        labels = live.get("metadata", {}).get("labels", {}) or {}
+        if labels.get(LABEL_MANAGED_BY) == MANAGED_BY and controlled_by(live, owner_uid):
             ctx.kube.delete(ref.api_version, ref.kind, namespace, ref.name)
 
 
@@ -166,15 +229,30 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
         raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds)
 
     ctx.adopt(kids.desired, body)
+    uid = str(body["metadata"].get("uid", ""))
     deployment: Manifest | None = None
     try:
+        # Server-side apply with force takes over whatever sits at a name, so read every
+        # child first and apply only over objects this TTSService controls (or none there).
+        live = read_children(ctx, namespace, kids.desired)
+        taken = conflicts(live, uid)
+        if taken:
+            # Refuse the whole pass, not just the conflicting child: a Deployment without its
+            # Service (or ConfigMap, or PDB) is half a product, and stopping before any write
+            # leaves both the other object and what exists of ours exactly as they are.
+            ours = live.get(("Deployment", name))
+            ours = ours if ours is not None and controlled_by(ours, uid) else None
+            problem = conflict_problem(namespace, taken)
+            _report_observed(ctx, body, spec, Observed(ours, [], problem))
+            # Retried: the conflict clears without a spec change once the other object goes.
+            raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds)
         for manifest in kids.desired:
             if manifest["kind"] == "Deployment" and spec.autoscaling.enabled:
-                hand_over_replicas(ctx, manifest)
-            live = ctx.kube.apply(manifest)
+                hand_over_replicas(ctx, manifest, live[_key(manifest)])
+            applied = ctx.kube.apply(manifest)
             if manifest["kind"] == "Deployment":
-                deployment = live
-        prune(ctx, namespace, body["metadata"].get("uid", ""), kids.unwanted)
+                deployment = applied
+        prune(ctx, namespace, uid, kids.unwanted)
     except ApiException as err:
         problem = _api_problem(err)
         _report_observed(ctx, body, spec, Observed(None, [], problem))
@@ -188,11 +266,14 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
 
 
 def refresh_status(ctx: Context, body: Manifest) -> Manifest | None:
-    """Status only (pods changed): no applies. None when the spec does not parse."""
+    """Status only (pods changed): no applies. None when the spec does not parse, or while a
+    ChildConflict stands (only `reconcile`, which reads the children, may clear it)."""
     name, namespace, _ = _meta(body)
     try:
         spec = TTSServiceSpec.model_validate(body.get("spec") or {})
     except ValidationError:
+        return None
+    if _degraded_reason(body.get("status")) == CHILD_CONFLICT:
         return None
     deployment = ctx.kube.get("apps/v1", "Deployment", namespace, name)
     return _report_observed(ctx, body, spec, observe(ctx, namespace, name, deployment))

@@ -25,6 +25,8 @@ _BAD_WAITING = {
     "ErrImagePull",
     "CreateContainerConfigError",
 }
+# A child's name is taken by an object this TTSService does not control: nothing is applied.
+CHILD_CONFLICT = "ChildConflict"
 # The most of a container's termination message a condition repeats.
 MESSAGE_LIMIT = 300
 # How the model-fetch script's last line starts (builders/model.py); the condition says it already.
@@ -37,6 +39,10 @@ class Problem:
 
     reason: str
     message: str
+    refused: bool = False
+    """The reconcile refused to apply anything (e.g. ChildConflict): Ready and Progressing
+    are False with this reason too, and no endpoint is advertised (the Service at that name
+    may not be ours)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,13 @@ def _condition(
 def _conditions(
     spec: TTSServiceSpec, generation: int | None, observed: Observed
 ) -> list[Condition]:
+    if observed.problem is not None and observed.problem.refused:
+        why, detail = observed.problem.reason, observed.problem.message
+        return [
+            _condition(READY, False, why, detail, generation),
+            _condition(PROGRESSING, False, why, detail, generation),
+            _condition(DEGRADED, True, why, detail, generation),
+        ]
     dep = observed.deployment
     problem = observed.problem or pod_problem(observed.pods, spec.runtime.gpu.resource_name)
     ready_pods = int(_get(dep, "status", "readyReplicas", default=0) or 0)
@@ -246,8 +259,10 @@ def compute_status(
     previous: dict[str, Any] | None = None,
     now: str | None = None,
 ) -> dict[str, Any]:
-    """The status subresource (camelCase) for one TTSService."""
+    """The status subresource (camelCase) for one TTSService. A refused reconcile reports
+    `endpoint: null`, so the merge patch removes an endpoint advertised before."""
     dep = observed.deployment
+    refused = observed.problem is not None and observed.problem.refused
     conditions = _keep_transition_times(
         _conditions(spec, generation, observed),
         list((previous or {}).get("conditions", []) or []),
@@ -259,10 +274,13 @@ def compute_status(
         replicas=int(_get(dep, "status", "replicas", default=0) or 0),
         ready_replicas=int(_get(dep, "status", "readyReplicas", default=0) or 0),
         updated_replicas=int(_get(dep, "status", "updatedReplicas", default=0) or 0),
-        endpoint=endpoint(name, namespace, spec),
+        endpoint=None if refused else endpoint(name, namespace, spec),
         selector=selector_string(name),
     )
-    return status.model_dump(by_alias=True, exclude_none=True)
+    out = status.model_dump(by_alias=True, exclude_none=True)
+    if refused:
+        out["endpoint"] = None
+    return out
 
 
 def degraded_status(

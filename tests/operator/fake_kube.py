@@ -1,6 +1,7 @@
 """An in-memory stand-in for the API server, just faithful enough for reconcile's logic:
 server-side apply ownership of Deployment .spec.replicas (a field dropped by its only
-manager is reset; one co-owned survives), 404s, and a change counter to check idempotence.
+manager is reset; one co-owned survives), 404s, a change counter to check idempotence, and a
+log of every apply and delete (which objects a write reached).
 The real API server is exercised by the e2e suite."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class FakeKube:
         self.changes = 0
         self.status_patches: list[dict[str, Any]] = []
         self.fail_next_apply: ApiException | None = None
+        self.applied: list[Key] = []
+        self.deleted: list[Key] = []
 
     def add(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
@@ -35,6 +38,7 @@ class FakeKube:
         manager = field_manager or "tts-operator"
         meta = manifest["metadata"]
         key = (manifest["kind"], meta["namespace"], meta["name"])
+        self.applied.append(key)
         before = copy.deepcopy(self.objects.get(key))
         obj = copy.deepcopy(before) if before else {"status": {}}
         if manifest["kind"] == "Deployment":
@@ -69,6 +73,7 @@ class FakeKube:
         return copy.deepcopy(found) if found else None
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.deleted.append((kind, namespace, name))
         if self.objects.pop((kind, namespace, name), None) is None:
             return False
         self.changes += 1

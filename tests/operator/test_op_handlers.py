@@ -90,3 +90,17 @@ def test_child_event_swallows_retryable_problems(handlers: dict[str, Any], kube:
     handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG)
     with pytest.raises(kopf.TemporaryError):
         handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+
+
+def test_a_taken_child_name_makes_create_retry_without_writing(
+    handlers: dict[str, Any], kube: FakeKube
+) -> None:
+    victim = {"kind": "Service", "metadata": {"name": "voice", "namespace": NS, "uid": "v-1"}}
+    kube.add(victim)
+    with pytest.raises(kopf.TemporaryError, match="Service/voice"):
+        handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    assert kube.applied == [] and kube.find("Service", NS, "voice") == victim
+    owner = kube.find("TTSService", NS, "voice")
+    assert owner is not None
+    reasons = {c["type"]: c["reason"] for c in owner["status"]["conditions"]}
+    assert reasons["Degraded"] == "ChildConflict"

@@ -194,3 +194,168 @@ def test_owner_name_from_owner_reference_or_pod_label() -> None:
     pod = {"kind": "Pod", "metadata": {"labels": {"app.kubernetes.io/instance": "b"}}}
     assert owner_name(pod) == "b"
     assert owner_name({"kind": "Service", "metadata": {}}) is None
+
+
+# -- Children whose names are taken by objects this TTSService does not control (issue 11) --
+
+OTHER_UID = "uid-other"
+
+
+def foreign(kind: str, name: str, owner_refs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Someone else's object at a child's name (a Service `payments`, say)."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": NS,
+        "uid": "victim-uid",
+        "labels": {"app": "payments"},
+        "annotations": {"team": "payments"},
+    }
+    if owner_refs is not None:
+        meta["ownerReferences"] = owner_refs
+    return {"kind": kind, "metadata": meta, "spec": {"selector": {"app": "payments"}}}
+
+
+def conditions_of(kube: FakeKube) -> dict[str, dict[str, Any]]:
+    body = kube.find("TTSService", NS, "voice")
+    assert body is not None
+    return {c["type"]: c for c in body["status"]["conditions"]}
+
+
+AUTOSCALED: dict[str, Any] = {"model": {"uri": "pvc://voices/en"}, "autoscaling": {"enabled": True}}
+# (kind, name, spec that wants that child)
+CHILDREN = [
+    ("Service", "voice", SPEC),
+    ("ConfigMap", "voice-runtime", SPEC),
+    ("Deployment", "voice", SPEC),
+    ("PodDisruptionBudget", "voice", SPEC),
+    ("HorizontalPodAutoscaler", "voice", AUTOSCALED),
+]
+# ownerReferences that do not make an object ours: none, another controller (a former
+# TTSService of the same name: another uid), our uid but not as controller.
+NOT_OURS: dict[str, list[dict[str, Any]] | None] = {
+    "no-owner": None,
+    "other-controller": [
+        {"kind": "TTSService", "name": "voice", "uid": OTHER_UID, "controller": True}
+    ],
+    "ours-not-controller": [
+        {"kind": "TTSService", "name": "voice", "uid": "uid-1234", "controller": False}
+    ],
+}
+
+
+@pytest.mark.parametrize("refs", NOT_OURS.values(), ids=NOT_OURS.keys())
+@pytest.mark.parametrize(("kind", "name", "spec"), CHILDREN, ids=[c[0] for c in CHILDREN])
+def test_object_not_controlled_by_us_is_left_alone(
+    ctx: Context,
+    kube: FakeKube,
+    events: Events,
+    kind: str,
+    name: str,
+    spec: dict[str, Any],
+    refs: list[dict[str, Any]] | None,
+) -> None:
+    stored_tts(kube, spec)
+    victim = foreign(kind, name, refs)
+    kube.add(victim)
+    with pytest.raises(kopf.TemporaryError, match=f"{kind}/{name}"):
+        run(ctx, kube)
+    assert kube.find(kind, NS, name) == victim  # byte for byte
+    # The whole pass is refused: no apply reached any object, nothing was deleted.
+    assert kube.applied == [] and kube.deleted == []
+    c = conditions_of(kube)
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ChildConflict")
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "ChildConflict")
+    assert c["Progressing"]["status"] == "False"
+    message = c["Degraded"]["message"]
+    assert f"{kind}/{name} (" in message and 'namespace "speech"' in message
+    assert "Rename the TTSService, or delete or rename the other object" in message
+    if refs and refs[0]["controller"]:
+        assert f"controlled by TTSService/voice, uid {OTHER_UID}" in message
+    else:
+        assert "(no controller)" in message
+    assert events.posted == [("Warning", "ChildConflict", message)]
+    body = kube.find("TTSService", NS, "voice")
+    assert body is not None and body["status"].get("endpoint") is None
+
+
+def test_conflict_is_stable_then_clears_once_the_other_object_goes(
+    ctx: Context, kube: FakeKube, events: Events
+) -> None:
+    stored_tts(kube, SPEC)
+    kube.add(foreign("Service", "voice"))
+    with pytest.raises(kopf.TemporaryError):
+        run(ctx, kube)
+    patches = len(kube.status_patches)
+    with pytest.raises(kopf.TemporaryError):
+        run(ctx, kube)  # the retry: no write, no status patch, no second event
+    assert kube.applied == [] and len(kube.status_patches) == patches
+    assert [r for _, r, _ in events.posted] == ["ChildConflict"]
+
+    kube.delete("v1", "Service", NS, "voice")  # its owner renames it away
+    status = run(ctx, kube)
+    service = kube.find("Service", NS, "voice")
+    assert service is not None and service["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    assert kube.find("Deployment", NS, "voice") is not None
+    c = conditions_of(kube)
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("False", "AsExpected")
+    assert c["Ready"]["reason"] != "ChildConflict"
+    assert status["endpoint"] == "http://voice.speech.svc.cluster.local:8000"
+    assert [r for _, r, _ in events.posted] == ["ChildConflict"]
+
+
+def test_our_children_are_applied_when_nothing_conflicts(ctx: Context, kube: FakeKube) -> None:
+    stored_tts(kube, SPEC)
+    run(ctx, kube)
+    kube.applied.clear()
+    run(ctx, kube)  # every child exists and is ours: all applied again (no change)
+    assert sorted(k for k, _, _ in kube.applied) == [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    ]
+
+
+def test_a_taken_name_freezes_our_existing_children(
+    ctx: Context, kube: FakeKube, events: Events
+) -> None:
+    """Our Service deleted and a stranger's created at its name: nothing of ours is written
+    (not even the Deployment), pod events do not clear the condition, and the message
+    names every conflicting object."""
+    body = stored_tts(kube, SPEC)
+    run(ctx, kube)
+    kube.delete("v1", "Service", NS, "voice")
+    kube.add(foreign("Service", "voice"))
+    body["spec"] = {**SPEC, "replicas": 5}
+    kube.applied.clear()
+    with pytest.raises(kopf.TemporaryError):
+        run(ctx, kube)
+    assert kube.applied == []
+    dep = kube.find("Deployment", NS, "voice")
+    assert dep is not None and dep["spec"]["replicas"] == 3
+    assert conditions_of(kube)["Degraded"]["reason"] == "ChildConflict"
+
+    kube.add(unschedulable_pod("0/2 nodes are available: 2 Insufficient nvidia.com/gpu."))
+    stored = kube.find("TTSService", NS, "voice")
+    assert stored is not None
+    assert refresh_status(ctx, copy.deepcopy(stored)) is None
+    assert conditions_of(kube)["Degraded"]["reason"] == "ChildConflict"
+
+    kube.add(foreign("ConfigMap", "voice-runtime"))  # a second one: a new event names both
+    with pytest.raises(kopf.TemporaryError):
+        run(ctx, kube)
+    assert len(events.posted) == 2
+    assert "ConfigMap/voice-runtime" in events.posted[1][2]
+    assert "Service/voice" in events.posted[1][2]
+
+
+def test_prune_needs_our_controller_reference(ctx: Context, kube: FakeKube) -> None:
+    stored_tts(kube, SPEC)  # autoscaling off: an HPA named voice is unwanted
+    labels = {"app.kubernetes.io/managed-by": "tts-operator"}
+    for refs in NOT_OURS.values():
+        hpa = foreign("HorizontalPodAutoscaler", "voice", refs)
+        hpa["metadata"]["labels"] = labels
+        kube.add(hpa)
+        kube.deleted.clear()
+        run(ctx, kube)
+        assert kube.deleted == [] and kube.find("HorizontalPodAutoscaler", NS, "voice") == hpa

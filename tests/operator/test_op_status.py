@@ -178,6 +178,19 @@ def test_reconcile_problem_wins_and_is_degraded() -> None:
     assert c["Ready"]["reason"] == "ModelClaimNotFound"
 
 
+def test_refused_reconcile_is_not_ready_even_with_a_healthy_deployment() -> None:
+    """ChildConflict: nothing was applied, so whatever runs is not the product as specified,
+    and the Service at the endpoint's name is not ours: no endpoint (null removes it)."""
+    problem = Problem("ChildConflict", "Service/voice (no controller) already exists", True)
+    status = status_of(Observed(deployment(), pods=[], problem=problem))
+    c = conditions(status)
+    for ctype, want in (("Ready", "False"), ("Progressing", "False"), ("Degraded", "True")):
+        assert (c[ctype]["status"], c[ctype]["reason"]) == (want, "ChildConflict")
+        assert c[ctype]["message"] == problem.message
+    assert status["endpoint"] is None
+    assert status["replicas"] == 2  # the counts of what runs stay honest
+
+
 def test_progress_deadline_is_degraded() -> None:
     dep = deployment(ready=0, available=False)
     dep["status"]["conditions"][1] = {
