@@ -145,6 +145,29 @@ def decode(body: bytes, *, pcm_rate: int | None = None) -> npt.NDArray[np.float3
     return np.asarray(decode_audio(io.BytesIO(body), sampling_rate=WHISPER_RATE), np.float32)
 
 
+# Whisper reads 30 s windows; a sentence cut by a window edge comes back garbled (seen once
+# in the long streamed clip). Longer audio is cut at its quietest point between these marks.
+PIECE_MIN_S, PIECE_MAX_S, QUIET_FRAME_S = 8.0, 25.0, 0.1
+
+
+def pieces(
+    samples: npt.NDArray[np.float32], rate: int = WHISPER_RATE
+) -> list[npt.NDArray[np.float32]]:
+    """Audio longer than PIECE_MAX_S, cut at the quietest QUIET_FRAME_S frame between
+    PIECE_MIN_S and PIECE_MAX_S (a pause between sentences), repeatedly."""
+    out: list[npt.NDArray[np.float32]] = []
+    frame = int(QUIET_FRAME_S * rate)
+    while len(samples) > PIECE_MAX_S * rate:
+        window = samples[int(PIECE_MIN_S * rate) : int(PIECE_MAX_S * rate)]
+        frames = window[: len(window) // frame * frame].reshape(-1, frame)
+        quietest = int(np.argmin((frames.astype(np.float64) ** 2).mean(axis=1)))
+        cut = int(PIECE_MIN_S * rate) + quietest * frame + frame // 2
+        out.append(samples[:cut])
+        samples = samples[cut:]
+    out.append(samples)
+    return out
+
+
 @dataclass
 class Listener:
     """Whisper tiny.en on the CPU; transcribe() is deterministic for the same audio."""
@@ -161,16 +184,19 @@ class Listener:
         )
 
     def transcribe(self, samples: npt.NDArray[np.float32]) -> str:
-        """Text of 16 kHz mono audio (see `decode`)."""
-        segments, _ = self._model.transcribe(
-            samples,
-            language="en",
-            beam_size=5,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
-        return " ".join(segment.text.strip() for segment in segments)
+        """Text of 16 kHz mono audio (see `decode`); long audio in pieces cut at pauses."""
+        texts: list[str] = []
+        for piece in pieces(samples):
+            segments, _ = self._model.transcribe(
+                piece,
+                language="en",
+                beam_size=5,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                vad_filter=False,
+            )
+            texts.extend(segment.text.strip() for segment in segments)
+        return " ".join(texts)
 
     def hear(self, body: bytes, *, pcm_rate: int | None = None) -> str:
         """Text of a response body in any of the runtime's formats."""

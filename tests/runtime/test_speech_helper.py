@@ -3,8 +3,17 @@ and what does not."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from speech import SENTENCES, foreign_words, normalise, span_error_rates, word_error_rate
+from speech import (
+    PIECE_MAX_S,
+    SENTENCES,
+    foreign_words,
+    normalise,
+    pieces,
+    span_error_rates,
+    word_error_rate,
+)
 
 
 @pytest.mark.parametrize(
@@ -50,3 +59,18 @@ def test_the_sentence_set_is_large_and_distinct() -> None:
     assert len(SENTENCES) >= 20 and len(set(SENTENCES)) == len(SENTENCES)
     for sentence in SENTENCES:
         assert 7 <= len(normalise(sentence).split()) <= 14, sentence
+
+
+def test_long_audio_is_cut_at_its_quietest_pause() -> None:
+    rate = 16_000
+    rng = np.random.default_rng(0)
+    loud = rng.uniform(-0.5, 0.5, 60 * rate).astype(np.float32)
+    loud[int(20.0 * rate) : int(20.3 * rate)] = 0.0  # a pause at 20 s
+    loud[int(41.0 * rate) : int(41.3 * rate)] = 0.0  # and at 41 s
+    cut = pieces(loud, rate)
+    cuts_at = np.cumsum([len(p) for p in cut])[:-1] / rate
+    assert len(cuts_at) == 2
+    assert 20.0 <= cuts_at[0] <= 20.3 and 41.0 <= cuts_at[1] <= 41.3  # inside the pauses
+    assert all(len(p) <= PIECE_MAX_S * rate for p in cut)
+    assert np.array_equal(np.concatenate(cut), loud)  # nothing lost or repeated
+    assert len(pieces(loud[: 10 * rate], rate)) == 1  # short audio stays whole

@@ -169,7 +169,8 @@ def test_long_text_streamed_says_every_sentence_in_order(voice: Voice, listener:
 
     said = listener.hear(b"".join(chunks), pcm_rate=voice.sample_rate)
     rates = span_error_rates(sentences, said)
-    assert all(rate <= MAX_WER for rate in rates), _report(dict(zip(sentences, rates, strict=True)))
+    report = _report(dict(zip(sentences, rates, strict=True)))
+    assert all(rate <= MAX_WER for rate in rates), f"{report}\nheard: {said}"
 
 
 @pytest.mark.parametrize("speed", [0.75, 1.5])
