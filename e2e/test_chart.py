@@ -251,7 +251,9 @@ def monitoring_crds(cluster: Any) -> Iterator[None]:
     for name in names:
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     yield
-    cluster.kubectl("delete", "crd", *names, "--ignore-not-found", "--wait=false", check=False)
+    # Wait until they are gone: a helm install that discovers a CRD still being deleted
+    # renders its objects and then fails to POST them (seen once in CI).
+    cluster.kubectl("delete", "crd", *names, "--ignore-not-found", "--timeout=120s", check=False)
 
 
 def test_monitoring_objects_render_when_their_crds_exist_and_the_server_accepts_them(
