@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -9,10 +10,19 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from e2e_provider import PROVIDER
+from kindcluster import MODEL_HOST_DIR
 from prometheus_client.parser import text_string_to_metric_families
 from tts_cluster import LOOPBACK, Component, free_port, wait_until
 
 OPERATOR_BIN = Path(sys.executable).parent / "tts-operator"
+
+
+def e2e_policy() -> dict[str, object]:
+    """The operator policy the e2e operators run with: the defaults (every image the tests
+    use is under the default runtime image's repository), plus, on kind, the one host
+    directory its BASE_SPEC mounts the test voice from (file://)."""
+    return {"allowedHostPaths": [MODEL_HOST_DIR]} if PROVIDER == "kind" else {}
 
 
 @dataclass
@@ -42,6 +52,7 @@ class OperatorProcess:
                 "TTS_OPERATOR_PRIORITY": str(self.priority),
                 # A short retry so waits on a missing PVC fit a test's patience.
                 "TTS_OPERATOR_RETRY_SECONDS": "2",
+                "TTS_OPERATOR_POLICY": json.dumps(e2e_policy()),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -104,7 +104,8 @@ class ModelSpec(_Model):
     uri: str = Field(pattern=MODEL_URI_PATTERN, max_length=2048)
     """Where the model lives. pvc://CLAIM/sub/path mounts the claim read-only at /models;
     http(s)://.../voice.onnx is downloaded (with voice.onnx.json beside it) by an init
-    container; file:///host/path mounts a hostPath (development only)."""
+    container; file:///host/path mounts a hostPath (development only; the operator refuses it
+    unless its policy lists the directory: chart value policy.allowedHostPaths)."""
     format: Literal["piper-onnx"] = "piper-onnx"
     """Model format: a Piper-style ONNX voice plus its .onnx.json config."""
     name: str = Field(default="tts-1", min_length=1, max_length=128)
@@ -216,7 +217,9 @@ class RuntimeSpec(_Model):
     """The runtime container: image, batching, resources and GPUs."""
 
     image: str | None = Field(default=None, max_length=512)
-    """Runtime image; empty: the operator's default (TTS_OPERATOR_RUNTIME_IMAGE)."""
+    """Runtime image; empty: the operator's default (TTS_OPERATOR_RUNTIME_IMAGE). Must start
+    with one of the operator's allowed image prefixes (policy.allowedImagePrefixes; default:
+    the default image's repository)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     """Image pull policy; empty: the Kubernetes default."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -239,7 +242,9 @@ class RuntimeSpec(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Runtime log level (TTS_LOG_LEVEL)."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
-    """Extra environment variables; they override the TTS_* settings from the ConfigMap."""
+    """Extra environment variables. The operator's policy refuses denied names (LD_*,
+    PYTHON*, TTS_* but a few tuning knobs ...) and valueFrom sources it does not allow
+    (secretKeyRef by default): policy.deniedEnvNames, policy.allowedEnvValueFrom."""
     resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}})
     """CPU and memory requests and limits."""
     gpu: Gpu = Field(default_factory=Gpu, json_schema_extra={"default": {}})
@@ -325,7 +330,8 @@ class ServiceSpec(_Model):
     """The Service in front of the pods."""
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    """Service type."""
+    """Service type; types other than ClusterIP need the operator's policy to allow them
+    (policy.allowedServiceTypes)."""
     port: int = Field(default=RUNTIME_PORT, ge=1, le=65535)
     """Service port (the pods listen on 8000)."""
     session_affinity: Literal["ClientIP", "None"] = "ClientIP"
@@ -333,14 +339,16 @@ class ServiceSpec(_Model):
     session_affinity_timeout_seconds: int = Field(default=300, ge=1, le=86_400)
     """How long ClientIP affinity sticks."""
     annotations: StringMap = Field(default_factory=dict, json_schema_extra={"maxProperties": 64})
-    """Annotations for the Service (load-balancer settings ...)."""
+    """Annotations for the Service (load-balancer settings ...); each key must match the
+    operator's policy.allowedServiceAnnotations (default: none)."""
 
 
 class Toleration(_Model):
     """A pod toleration."""
 
     key: str | None = Field(default=None, max_length=317)
-    """Taint key; empty with operator Exists tolerates everything."""
+    """Taint key; empty with operator Exists tolerates everything (refused unless the
+    operator's policy.allowTolerationWildcards)."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists or Equal (the Kubernetes default)."""
     value: str | None = Field(default=None, max_length=63)
@@ -361,9 +369,10 @@ class Scheduling(_Model):
     """Extra tolerations."""
     affinity: dict[str, Any] | None = _preserve_unknown("A Kubernetes Affinity object.")
     priority_class_name: str | None = Field(default=None, max_length=253)
-    """PriorityClass of the pods."""
+    """PriorityClass of the pods; must be in the operator's policy.allowedPriorityClasses."""
     runtime_class_name: str | None = Field(default=None, max_length=253)
-    """RuntimeClass of the pods (e.g. nvidia)."""
+    """RuntimeClass of the pods (e.g. nvidia); must be in the operator's
+    policy.allowedRuntimeClasses."""
     topology_spread_constraints: list[dict[str, Any]] = Field(
         default_factory=list,
         max_length=16,

@@ -6,7 +6,9 @@ status, a Warning event (once per new reason) and kopf.TemporaryError / Permanen
 
 The operator only ever writes objects this TTSService controls: a child's name taken by an
 object without this TTSService's controller ownerReference (uid) is a ChildConflict, and
-then nothing at all is applied (see `reconcile`).
+then nothing at all is applied (see `reconcile`). Nor is anything applied for a spec the
+operator's policy refuses (PolicyViolation, see policy.py): the operator's rights are not
+handed to whoever may create a TTSService.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tts_operator.builders.common import (
 )
 from tts_operator.kube import Manifest, owns_field
 from tts_operator.models import TTSServiceSpec
+from tts_operator.policy import POLICY_VIOLATION, check, refusal_message
 from tts_operator.settings import FIELD_MANAGER, OperatorSettings
 from tts_operator.status import (
     CHILD_CONFLICT,
@@ -92,12 +95,16 @@ def _degraded_reason(status: Manifest | None) -> str | None:
 
 def report(ctx: Context, body: Manifest, status: Manifest) -> Manifest:
     """Patch the status when it differs; post a Warning event when a new problem appears
-    (a new reason; for ChildConflict also a different set of conflicting objects, which the
-    message names; counts in other reasons' messages change too often to post on)."""
+    (a new reason; for ChildConflict and PolicyViolation also a different set of conflicting
+    objects or refused fields, which the message names; counts in other reasons' messages
+    change too often to post on)."""
     previous = body.get("status") or {}
     name, namespace, _ = _meta(body)
     now, before = _degraded(status), _degraded(previous)
-    if now and (now[0] != (before or ("", ""))[0] or (now[0] == CHILD_CONFLICT and now != before)):
+    # ChildConflict and PolicyViolation messages name the objects / fields, and change only
+    # when those do: a different set is a new problem worth its own event.
+    renamed = now is not None and now[0] in (CHILD_CONFLICT, POLICY_VIOLATION) and now != before
+    if now and (now[0] != (before or ("", ""))[0] or renamed):
         ctx.events(body, "Warning", now[0], now[1])
     if {k: previous.get(k) for k in status} != status:
         ctx.kube.patch_status(namespace, name, status)
@@ -112,6 +119,23 @@ def parse_spec(ctx: Context, body: Manifest) -> TTSServiceSpec:
         problem = Problem("InvalidSpec", str(err).replace("\n", " "))
         report(ctx, body, degraded_status(name, generation, problem, body.get("status")))
         raise kopf.PermanentError(f"invalid spec: {problem.message}") from err
+
+
+def enforce_policy(ctx: Context, body: Manifest, spec: TTSServiceSpec) -> None:
+    """Refuse a spec the operator's policy does not allow, before anything is built or
+    written: Degraded (and Ready, Progressing False) with reason PolicyViolation naming each
+    field and the chart value that would allow it, one Warning event, and
+    kopf.PermanentError. Permanent like InvalidSpec: only a spec change (an update, handled
+    anew) or new operator settings (a restart, which resumes every TTSService) can change
+    the answer, so retrying on a timer would only repeat it. Children already there are
+    left exactly as they are (still serving the last allowed spec)."""
+    violations = check(spec, ctx.settings.policy, ctx.settings.runtime_image)
+    if not violations:
+        return
+    name, _, generation = _meta(body)
+    problem = Problem(POLICY_VIOLATION, refusal_message(violations))
+    report(ctx, body, degraded_status(name, generation, problem, body.get("status")))
+    raise kopf.PermanentError(problem.message)
 
 
 def precheck(ctx: Context, namespace: str, spec: TTSServiceSpec, kids: Children) -> Problem | None:
@@ -222,6 +246,7 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
     """Bring one TTSService's children to its spec and report status. Returns the status."""
     name, namespace, _ = _meta(body)
     spec = parse_spec(ctx, body)
+    enforce_policy(ctx, body, spec)
     kids = build_children(name, namespace, spec, ctx.settings.runtime_image)
     problem = precheck(ctx, namespace, spec, kids)
     if problem:
@@ -266,8 +291,9 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
 
 
 def refresh_status(ctx: Context, body: Manifest) -> Manifest | None:
-    """Status only (pods changed): no applies. None when the spec does not parse, or while a
-    ChildConflict stands (only `reconcile`, which reads the children, may clear it)."""
+    """Status only (pods changed): no applies. None when the spec does not parse or the
+    policy refuses it, or while a ChildConflict stands (only `reconcile`, which reads the
+    children, may clear it)."""
     name, namespace, _ = _meta(body)
     try:
         spec = TTSServiceSpec.model_validate(body.get("spec") or {})
@@ -275,6 +301,8 @@ def refresh_status(ctx: Context, body: Manifest) -> Manifest | None:
         return None
     if _degraded_reason(body.get("status")) == CHILD_CONFLICT:
         return None
+    if check(spec, ctx.settings.policy, ctx.settings.runtime_image):
+        return None  # a refused spec: only `reconcile` reports it
     deployment = ctx.kube.get("apps/v1", "Deployment", namespace, name)
     return _report_observed(ctx, body, spec, observe(ctx, namespace, name, deployment))
 

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tts_operator.policy import Policy
+
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.0"
 FIELD_MANAGER = "tts-operator"
 
@@ -49,6 +51,10 @@ class OperatorSettings(BaseSettings):
     pauses on equal priorities too, so the default is random per process."""
     retry_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
     """Delay before retrying a TTSService that is not ready to reconcile (e.g. PVC missing)."""
+    policy: Policy = Field(default_factory=Policy)
+    """What a TTSService may ask for (images, host paths, env, Service type, scheduling): one
+    JSON object with the chart's `policy` keys, e.g. TTS_OPERATOR_POLICY='{"allowedImagePrefixes":
+    ["registry.example/tts/"]}'; keys left out keep their safe defaults (see policy.py)."""
 
     @field_validator("namespaces")
     @classmethod

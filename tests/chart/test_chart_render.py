@@ -10,8 +10,10 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from chart_helpers import CHART, NAMESPACE, ROOT, Helm
+from tts_operator.policy import DEFAULT_DENIED_ENV_NAMES
 
 CRD_FILE = "ttsservices.ttsoperator.io.yaml"
 PROMETHEUS_OPERATOR = [
@@ -155,7 +157,21 @@ def test_operator_pod_is_hardened(helm: Helm) -> None:
     assert deployment["spec"]["replicas"] == 2
 
 
-def test_operator_env_names_are_real_operator_settings(helm: Helm) -> None:
+def _operator_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The operator's settings as it reads them from the rendered environment."""
+    from tts_operator.settings import OperatorSettings
+
+    for name in [n for n in os.environ if n.startswith("TTS_OPERATOR_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("TTS_OPERATOR_"):
+            monkeypatch.setenv(name, value)
+    return OperatorSettings()
+
+
+def test_operator_env_names_are_real_operator_settings(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tts_operator.settings import OperatorSettings
 
     fields = {f"TTS_OPERATOR_{name.upper()}" for name in OperatorSettings.model_fields}
@@ -163,9 +179,42 @@ def test_operator_env_names_are_real_operator_settings(helm: Helm) -> None:
     ours = {name for name in env if name.startswith("TTS_OPERATOR_")}
     assert ours, env
     assert ours <= fields, f"not operator settings: {ours - fields}"
-    # The values the chart passes must be ones the settings class accepts.
-    settings = {k.removeprefix("TTS_OPERATOR_").lower(): v for k, v in env.items() if k in ours}
-    OperatorSettings.model_validate(settings)
+    # The values the chart passes must be ones the settings class accepts (read the way the
+    # operator reads them: from the environment, JSON for the policy).
+    _operator_settings(env, monkeypatch)
+
+
+def test_policy_defaults_are_the_operators_and_follow_the_default_runtime_image(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tts_operator.policy import Policy, image_prefixes
+
+    settings = _operator_settings(_env(helm.template().one("Deployment")), monkeypatch)
+    assert settings.policy == Policy()
+    assert image_prefixes(settings.policy, settings.runtime_image) == [
+        "ghcr.io/tts-operator/tts-runtime"
+    ]
+    local = helm.template("--set", "operator.defaultRuntimeImage=localhost/tts-runtime:dev")
+    settings = _operator_settings(_env(local.one("Deployment")), monkeypatch)
+    assert image_prefixes(settings.policy, settings.runtime_image) == ["localhost/tts-runtime"]
+
+
+def test_policy_values_reach_the_operator(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    given = {
+        "allowedImagePrefixes": ["registry.example/tts/"],
+        "allowedHostPaths": ["/srv/voices"],
+        "allowedEnvValueFrom": ["configMapKeyRef", "secretKeyRef"],
+        "allowedServiceTypes": ["ClusterIP", "LoadBalancer"],
+        "allowedServiceAnnotations": ["service.beta.kubernetes.io/*"],
+        "allowedPriorityClasses": ["tts-high"],
+        "allowedRuntimeClasses": ["nvidia"],
+        "allowTolerationWildcards": True,
+    }
+    r = helm.template("--set-json", f"policy={json.dumps(given)}")
+    policy = _operator_settings(_env(r.one("Deployment")), monkeypatch).policy
+    dumped = policy.model_dump(by_alias=True)
+    assert {k: dumped[k] for k in given} == given
+    assert dumped["deniedEnvNames"] == list(DEFAULT_DENIED_ENV_NAMES)  # kept from values.yaml
 
 
 def test_each_replica_draws_its_own_peering_priority(helm: Helm) -> None:

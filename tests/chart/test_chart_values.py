@@ -70,7 +70,16 @@ def _closed_objects(node: dict[str, Any], path: str = "") -> list[str]:
 
 def test_schema_is_closed_wherever_the_chart_defines_the_keys() -> None:
     closed = _closed_objects(SCHEMA)
-    for path in ["", ".image", ".crds", ".operator", ".monitoring.podMonitor", ".keda", ".grafana"]:
+    for path in [
+        "",
+        ".image",
+        ".crds",
+        ".operator",
+        ".policy",
+        ".monitoring.podMonitor",
+        ".keda",
+        ".grafana",
+    ]:
         assert path in closed, f"{path or 'top level'} accepts unknown keys"
 
 
@@ -95,9 +104,26 @@ def test_every_value_is_in_the_schema() -> None:
         (["--set-json", 'replicaCount="two"'], "replicaCount"),
         (["--set", "operator.logFormat=xml"], "logFormat"),
         (["--set", "prometheusAdapter.rateWindow=1 minute"], "rateWindow"),
+        (["--set", "policy.allowTolerationWildcard=true"], "allowTolerationWildcard"),
+        (["--set-json", 'policy.allowedServiceTypes=["ExternalName"]'], "allowedServiceTypes"),
+        (["--set-json", 'policy.allowedHostPaths=["srv/voices"]'], "allowedHostPaths"),
+        (["--set-json", 'policy.allowedHostPaths=["/srv/../etc"]'], "allowedHostPaths"),
+        (["--set-json", 'policy.allowedEnvValueFrom=["secretRef"]'], "allowedEnvValueFrom"),
+        (["--set", "policy.allowedImagePrefixes=ghcr.io/acme/"], "allowedImagePrefixes"),
     ],
 )
 def test_schema_rejects_typos_and_wrong_types(helm: Helm, args: list[str], expected: str) -> None:
     error = helm.template_error(*args)
     assert "values don't meet the specifications of the schema" in error, error
     assert expected in error, error
+
+
+def test_policy_values_are_the_operators_safe_defaults() -> None:
+    """values.yaml's policy is exactly what the operator does with no policy set, so the
+    chart neither widens nor narrows it by accident."""
+    from tts_operator.policy import Policy
+
+    assert Policy.model_validate(VALUES["policy"]) == Policy()
+    assert set(VALUES["policy"]) == {f.alias for f in Policy.model_fields.values()}
+    schema = _schema_at(["policy"])
+    assert schema is not None and set(schema["properties"]) == set(VALUES["policy"])

@@ -10,6 +10,7 @@ import pytest
 from fake_kube import FakeKube
 from kubernetes.client.exceptions import ApiException
 from op_helpers import tts_body, unschedulable_pod
+from tts_operator.policy import Policy
 from tts_operator.reconcile import HANDOVER_MANAGER, Context, owner_name, reconcile, refresh_status
 from tts_operator.settings import OperatorSettings
 
@@ -359,3 +360,86 @@ def test_prune_needs_our_controller_reference(ctx: Context, kube: FakeKube) -> N
         kube.deleted.clear()
         run(ctx, kube)
         assert kube.deleted == [] and kube.find("HorizontalPodAutoscaler", NS, "voice") == hpa
+
+
+# ---------------------------------------------------------------- the operator's policy
+
+SECRET_ENV = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+REFUSED: dict[str, Any] = {
+    **SPEC,
+    "runtime": {"image": "docker.io/attacker/tools:1", "env": [SECRET_ENV]},
+}
+
+
+def test_a_spec_the_policy_refuses_writes_nothing_and_says_why(
+    ctx: Context, kube: FakeKube, events: Events
+) -> None:
+    stored_tts(kube, REFUSED)
+    for _ in range(2):  # a second pass (a child event, a resume) repeats nothing
+        with pytest.raises(kopf.PermanentError, match=r"spec\.runtime\.image"):
+            run(ctx, kube)
+    assert kube.applied == [] and kube.deleted == []
+    assert [k for k, _, _ in kube.objects] == ["PersistentVolumeClaim", "TTSService"]
+    c = conditions_of(kube)
+    assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "PolicyViolation")
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "PolicyViolation")
+    assert c["Progressing"]["status"] == "False"
+    message = c["Degraded"]["message"]
+    for named in (
+        "spec.runtime.image",
+        "policy.allowedImagePrefixes",
+        "(rt)",  # the allowed prefix: the default runtime image's repository (rt:1)
+        "spec.runtime.env[0].valueFrom.secretKeyRef",
+        "policy.allowedEnvValueFrom",
+    ):
+        assert named in message, (named, message)
+    assert events.posted == [("Warning", "PolicyViolation", message)]
+    assert len(kube.status_patches) == 1
+
+
+def test_a_refused_update_leaves_the_running_children_as_they_are(
+    ctx: Context, kube: FakeKube, events: Events
+) -> None:
+    body = stored_tts(kube, SPEC)
+    run(ctx, kube)
+    before = copy.deepcopy(kube.objects)
+    kube.applied.clear()
+    body["spec"] = {**SPEC, "service": {"type": "LoadBalancer"}}
+    with pytest.raises(kopf.PermanentError, match=r"spec.service.type.*policy.allowedServiceTypes"):
+        run(ctx, kube)
+    assert kube.applied == [] and kube.deleted == []
+    after = {k: v for k, v in kube.objects.items() if k[0] != "TTSService"}
+    assert after == {k: v for k, v in before.items() if k[0] != "TTSService"}
+    assert conditions_of(kube)["Degraded"]["reason"] == "PolicyViolation"
+    # A pod event recomputes nothing over the refusal.
+    refreshed = kube.find("TTSService", NS, "voice")
+    assert refreshed is not None and refresh_status(ctx, copy.deepcopy(refreshed)) is None
+
+    # Another refused field is a new problem: a new event names it.
+    body["spec"] = {**SPEC, "scheduling": {"priorityClassName": "system-node-critical"}}
+    with pytest.raises(kopf.PermanentError):
+        run(ctx, kube)
+    assert [r for _, r, _ in events.posted] == ["PolicyViolation", "PolicyViolation"]
+    assert "policy.allowedPriorityClasses" in events.posted[-1][2]
+
+    body["spec"] = SPEC  # fixed: reconciled again, the condition clears
+    run(ctx, kube)
+    assert conditions_of(kube)["Degraded"]["reason"] == "AsExpected"
+
+
+def test_settings_that_allow_it_let_the_spec_through(kube: FakeKube, events: Events) -> None:
+    policy = Policy(
+        allowed_image_prefixes=["docker.io/attacker/"],
+        allowed_env_value_from=["secretKeyRef"],
+    )
+    ctx = Context(
+        kube=kube, settings=OperatorSettings(runtime_image="rt:1", policy=policy), events=events
+    )
+    stored_tts(kube, REFUSED)
+    run(ctx, kube)
+    dep = kube.find("Deployment", NS, "voice")
+    assert dep is not None
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "docker.io/attacker/tools:1"
+    assert SECRET_ENV in container["env"]
+    assert events.posted == []

@@ -55,6 +55,15 @@ def pvc_claim(uri: str) -> str | None:
     return parts.netloc if parts.scheme == "pvc" else None
 
 
+def file_mount(uri: str) -> tuple[str, str]:
+    """(host directory mounted, model path in the pod) for a file:// URI: a .onnx file mounts
+    its directory and points at the file; anything else mounts the path itself."""
+    path = urlsplit(uri).path.rstrip("/") or "/"
+    if path.endswith(".onnx"):
+        return posixpath.dirname(path), posixpath.join(MODEL_MOUNT, posixpath.basename(path))
+    return path, MODEL_MOUNT
+
+
 def model_delivery(uri: str, image: str, security_context: dict[str, Any]) -> ModelDelivery:
     parts = urlsplit(uri)
     if parts.scheme == "pvc":
@@ -89,15 +98,7 @@ def model_delivery(uri: str, image: str, security_context: dict[str, Any]) -> Mo
             init_containers=[fetch],
         )
     if parts.scheme == "file":
-        # A .onnx file: mount its directory and point at the file; else mount the directory.
-        path = parts.path.rstrip("/") or "/"
-        if path.endswith(".onnx"):
-            host_dir, model_path = (
-                posixpath.dirname(path),
-                posixpath.join(MODEL_MOUNT, posixpath.basename(path)),
-            )
-        else:
-            host_dir, model_path = path, MODEL_MOUNT
+        host_dir, model_path = file_mount(uri)
         return ModelDelivery(
             scheme="file",
             model_path=model_path,

@@ -1,0 +1,205 @@
+"""Scenario 11 (issue 11): the operator's policy keeps a TTSService author's rights their own.
+
+A user who may only manage TTSServices (impersonated: a Role granting `ttsservices` and
+nothing else) cannot read the Secret `db-credentials`. A TTSService that would put that
+Secret into its pods' environment (`env[].valueFrom.secretKeyRef`) is refused: Degraded and
+Ready False with reason PolicyViolation, the message naming the field and the chart value
+that would allow it, a Warning event, and no child at all (so no pod ever holds the Secret).
+The same for an image outside the allowed prefixes; and once the spec drops the image, the
+refusal clears and the children are built.
+
+The host operator runs with the default policy (e2e/operatorproc.py adds only the kind
+provider's model directory to allowedHostPaths).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubeapi import GROUP, PLURAL, VERSION, Kube, condition, tts_body, wait_for
+from kubernetes import client
+from kubernetes.client import ApiException
+from operatorproc import OperatorProcess
+from ttschildren import labelled_children
+
+USER = "tts-policy-user"
+SECRET = "db-credentials"
+FOREIGN_IMAGE = "docker.io/attacker/tools:1"
+# Longer than a few of the operator's passes (child events, TTS_OPERATOR_RETRY_SECONDS=2).
+SETTLE_SECONDS = 6
+
+
+@dataclass
+class TTSUser:
+    """API access as USER, who may only manage TTSServices in the test's namespace."""
+
+    custom: Any
+    core: Any
+
+    def create_tts(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        )
+
+    def patch_tts(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, patch
+            )
+        )
+
+
+@pytest.fixture
+def tts_user(kube: Kube, namespace: str) -> Iterator[TTSUser]:
+    rbac: Any = client.RbacAuthorizationV1Api(kube.api_client)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "ttsservices-only"},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": [PLURAL],
+                    "verbs": ["create", "get", "list", "watch", "patch", "delete"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "ttsservices-only"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "ttsservices-only",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
+        },
+    )
+    # The session's admin (system:masters) may impersonate; every request says "as USER".
+    api: Any = client.ApiClient(
+        kube.api_client.configuration, header_name="Impersonate-User", header_value=USER
+    )
+    try:
+        yield TTSUser(client.CustomObjectsApi(api), client.CoreV1Api(api))
+    finally:
+        api.close()
+
+
+def wait_refused(kube: Kube, namespace: str, name: str, field: str) -> dict[str, Any]:
+    """The TTSService once Degraded/PolicyViolation names `field`."""
+
+    def refused() -> dict[str, Any] | None:
+        tts = kube.get_tts(namespace, name)
+        cond = condition(tts, "Degraded") or {}
+        return (
+            tts
+            if (cond.get("status"), cond.get("reason")) == ("True", "PolicyViolation")
+            and field in (cond.get("message") or "")
+            else None
+        )
+
+    return wait_for(f"TTSService {name} Degraded/PolicyViolation naming {field}", refused, 60)
+
+
+def wait_warning(kube: Kube, namespace: str, name: str, field: str) -> dict[str, Any]:
+    def posted() -> dict[str, Any] | None:
+        for event in kube.events(namespace):
+            involved = event.get("involvedObject") or {}
+            if (
+                involved.get("kind") == "TTSService"
+                and involved.get("name") == name
+                and event.get("type") == "Warning"
+                and event.get("reason") == "PolicyViolation"
+                and field in (event.get("message") or "")
+            ):
+                return event
+        return None
+
+    return wait_for(f"a Warning PolicyViolation event naming {field}", posted, 30)
+
+
+def assert_refused(
+    kube: Kube, namespace: str, name: str, field: str, chart_value: str
+) -> dict[str, Any]:
+    tts = wait_refused(kube, namespace, name, field)
+    message = (condition(tts, "Degraded") or {})["message"]
+    assert chart_value in message, message
+    ready = condition(tts, "Ready") or {}
+    assert (ready["status"], ready["reason"]) == ("False", "PolicyViolation")
+    wait_warning(kube, namespace, name, field)
+    time.sleep(SETTLE_SECONDS)  # later passes (child events, resumes) must not write either
+    assert not any(labelled_children(kube, namespace, name).values())
+    return tts
+
+
+def test_a_secret_the_author_cannot_read_never_reaches_a_pod(
+    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: TTSUser
+) -> None:
+    kube.core.create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": SECRET}, "stringData": {"password": "hunter2"}},
+    )
+    name = "secret-reader"
+    body = tts_body(
+        name,
+        {
+            "runtime": {
+                "env": [
+                    {
+                        "name": "STOLEN",
+                        "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "password"}},
+                    }
+                ]
+            }
+        },
+    )
+    # Retried until the RoleBinding reaches the authorizer's cache.
+    wait_for("the TTSService created as the user", lambda: tts_user.create_tts(namespace, body), 30)
+    with pytest.raises(ApiException) as denied:  # the user may not read the Secret
+        tts_user.core.read_namespaced_secret(SECRET, namespace)
+    assert denied.value.status == 403
+
+    assert_refused(
+        kube,
+        namespace,
+        name,
+        "spec.runtime.env[0].valueFrom.secretKeyRef",
+        "policy.allowedEnvValueFrom",
+    )
+    pods = kube.core.list_namespaced_pod(namespace).items
+    assert pods == []
+
+
+def test_an_image_outside_the_allowed_prefixes_is_refused_until_the_spec_drops_it(
+    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: TTSUser
+) -> None:
+    name = "foreign-image"
+    body = tts_body(name, {"runtime": {"image": FOREIGN_IMAGE}})
+    wait_for("the TTSService created as the user", lambda: tts_user.create_tts(namespace, body), 30)
+    tts = assert_refused(kube, namespace, name, "spec.runtime.image", "policy.allowedImagePrefixes")
+    assert FOREIGN_IMAGE in (condition(tts, "Degraded") or {})["message"]
+
+    # A spec change is handled anew: without the image (the operator's default runs) it is
+    # allowed, and the children appear.
+    tts_user.patch_tts(namespace, name, {"spec": {"runtime": {"image": None}}})
+    deployment = wait_for(
+        "the Deployment once the image is dropped",
+        lambda: kube.deployment(namespace, name),
+        60,
+    )
+    images = [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+    assert FOREIGN_IMAGE not in images
+    wait_for(
+        "the PolicyViolation to clear",
+        lambda: (
+            (condition(kube.get_tts(namespace, name), "Degraded") or {}).get("reason")
+            != "PolicyViolation"
+        ),
+        60,
+    )

@@ -1,0 +1,287 @@
+"""What a TTSService may make the operator create on its author's behalf: the policy, and
+a pure check of a spec against it.
+
+The operator creates Deployments (so pods), Services and ConfigMaps with its own
+ServiceAccount, so without a policy anyone who may create a TTSService could run any image,
+read any Secret in the namespace through `env[].valueFrom.secretKeyRef`, mount any host
+directory (`file://`), schedule onto any tainted node, pick any PriorityClass or
+RuntimeClass, and expose the pods outside the cluster. The policy names what is allowed; the
+defaults allow only what a TTS service needs. It is set by the chart's `policy:` values,
+which reach the operator as one JSON variable, TTS_OPERATOR_POLICY, with the same keys.
+
+`check` returns one `Violation` per refused field; each names the spec field and the chart
+value that would allow it. The reconcile refuses a spec with any violation before it
+writes anything (reason `PolicyViolation`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from tts_operator.builders.model import file_mount
+from tts_operator.models import TTSServiceSpec
+
+POLICY_VIOLATION = "PolicyViolation"
+CHART_KEY = "policy"
+ValueFromSource = Literal["configMapKeyRef", "fieldRef", "resourceFieldRef", "secretKeyRef"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+
+# Environment names a TTSService may not set (glob patterns, compared case-insensitively:
+# the runtime's settings read TTS_* names in any case).
+DEFAULT_DENIED_ENV_NAMES = (
+    "LD_*",  # the dynamic loader: LD_PRELOAD / LD_LIBRARY_PATH load any file as code
+    "GCONV_PATH",  # glibc loads iconv modules from here
+    "GLIBC_TUNABLES",
+    "MALLOC_*",
+    "PATH",  # which executable the image's command names
+    "PYTHON*",  # PYTHONPATH, PYTHONSTARTUP, PYTHONHOME ...: the interpreter loads code
+    "NVIDIA_*",  # NVIDIA_VISIBLE_DEVICES=all: every GPU on the node, past the device plugin
+    "TTS_*",  # the runtime's settings: the operator sets them from validated spec fields
+)
+# Names allowed although a denied pattern matches: runtime tuning knobs without a spec field.
+DEFAULT_ALLOWED_ENV_NAMES = ("TTS_BATCH_CALIBRATION", "TTS_MEMORY_MODE", "TTS_MAX_SEGMENT_CHARS")
+DEFAULT_SERVICE_TYPES: tuple[ServiceType, ...] = ("ClusterIP",)
+DEFAULT_ENV_VALUE_FROM: tuple[ValueFromSource, ...] = (
+    "configMapKeyRef",
+    "fieldRef",
+    "resourceFieldRef",
+)
+# An image prefix ending in one of these matches anything that starts with it; any other
+# prefix is a repository, and matches only itself with a tag or digest.
+_PREFIX_ENDS = ("/", ":", "@")
+
+
+class Policy(BaseModel):
+    """What a TTSService may ask for (chart values `policy.*`; TTS_OPERATOR_POLICY, JSON
+    with the same camelCase keys). Name lists are glob patterns (`*` allows any)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    allowed_image_prefixes: list[str] = Field(default_factory=list)
+    """Images spec.runtime.image may name. A prefix ending in /, : or @ allows every image
+    starting with it (ghcr.io/acme/ allows the whole org); any other prefix is a repository
+    and allows that repository with any tag or digest. Images compare as written (no
+    docker.io/library/ normalisation). Empty: the repository of the operator's default
+    runtime image (TTS_OPERATOR_RUNTIME_IMAGE) only."""
+    allowed_host_paths: list[str] = Field(default_factory=list)
+    """Host directories a file:// model URI may mount (the directory itself or one under
+    it). Empty: file:// URIs are refused."""
+    denied_env_names: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_ENV_NAMES))
+    """spec.runtime.env names refused (glob patterns, case-insensitive)."""
+    allowed_env_names: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_ENV_NAMES))
+    """spec.runtime.env names allowed although deniedEnvNames matches them."""
+    allowed_env_value_from: list[ValueFromSource] = Field(
+        default_factory=lambda: list(DEFAULT_ENV_VALUE_FROM)
+    )
+    """valueFrom sources spec.runtime.env may use. secretKeyRef lets a TTSService read any
+    Secret in its namespace (the pod's env), whether or not its author may."""
+    allowed_service_types: list[ServiceType] = Field(
+        default_factory=lambda: list(DEFAULT_SERVICE_TYPES)
+    )
+    """Service types spec.service.type may choose."""
+    allowed_service_annotations: list[str] = Field(default_factory=list)
+    """Annotation keys spec.service.annotations may set (glob patterns, e.g.
+    service.beta.kubernetes.io/*). Empty: none."""
+    allowed_priority_classes: list[str] = Field(default_factory=list)
+    """PriorityClasses spec.scheduling.priorityClassName may name. Empty: none."""
+    allowed_runtime_classes: list[str] = Field(default_factory=list)
+    """RuntimeClasses spec.scheduling.runtimeClassName may name (e.g. nvidia). Empty: none."""
+    allow_toleration_wildcards: bool = False
+    """Allow a toleration with no key and operator Exists (it tolerates every taint: any
+    tainted node, the control plane included)."""
+
+    @field_validator("allowed_host_paths")
+    @classmethod
+    def _absolute_dirs(cls, paths: list[str]) -> list[str]:
+        out = []
+        for path in paths:
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise ValueError(f"{path!r} must be an absolute directory without '..'")
+            out.append(posixpath.normpath(path))
+        return out
+
+    @field_validator(
+        "allowed_image_prefixes",
+        "denied_env_names",
+        "allowed_env_names",
+        "allowed_service_annotations",
+        "allowed_priority_classes",
+        "allowed_runtime_classes",
+    )
+    @classmethod
+    def _no_empty_entries(cls, values: list[str]) -> list[str]:
+        if any(not v.strip() for v in values):
+            raise ValueError("entries must not be empty")
+        return values
+
+
+def chart_value(field: str) -> str:
+    """The chart value (`policy.allowedImagePrefixes`) of a Policy field."""
+    return f"{CHART_KEY}.{to_camel(field)}"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One spec field the policy refuses."""
+
+    field: str
+    """Where in the TTSService, e.g. spec.runtime.env[2].name."""
+    problem: str
+    """What is refused, e.g. "LD_PRELOAD is a denied environment name"."""
+    allowed_by: str
+    """The chart value that would allow it, e.g. policy.allowedEnvNames."""
+
+    def message(self) -> str:
+        return f"{self.field}: {self.problem} (allowed by chart value {self.allowed_by})"
+
+
+def image_repository(image: str) -> str:
+    """An image reference without its tag and digest (a registry port is kept)."""
+    name = image.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def image_prefixes(policy: Policy, default_image: str) -> list[str]:
+    """The prefixes in force: the policy's, or the default runtime image's repository."""
+    return policy.allowed_image_prefixes or [image_repository(default_image)]
+
+
+def image_allowed(image: str, prefixes: list[str]) -> bool:
+    for prefix in prefixes:
+        if not image.startswith(prefix):
+            continue
+        if prefix.endswith(_PREFIX_ENDS) or image[len(prefix) : len(prefix) + 1] in ("", ":", "@"):
+            return True
+    return False
+
+
+def host_path_allowed(host_dir: str, allowed: list[str]) -> bool:
+    if ".." in host_dir.split("/"):
+        return False
+    path = posixpath.normpath(host_dir)
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in allowed)
+
+
+def _matches(name: str, patterns: list[str], fold_case: bool = False) -> bool:
+    if fold_case:
+        return any(fnmatchcase(name.upper(), p.upper()) for p in patterns)
+    return any(fnmatchcase(name, p) for p in patterns)
+
+
+def _listed(values: list[str]) -> str:
+    return ", ".join(values) if values else "none"
+
+
+def check(spec: TTSServiceSpec, policy: Policy, default_image: str) -> list[Violation]:
+    """Every field of `spec` the policy refuses (empty: allowed). `default_image` is the
+    operator's runtime image (what an unset spec.runtime.image runs; always allowed)."""
+    out: list[Violation] = []
+
+    def refuse(field: str, problem: str, policy_field: str) -> None:
+        out.append(Violation(field, problem, chart_value(policy_field)))
+
+    image = spec.runtime.image
+    prefixes = image_prefixes(policy, default_image)
+    if image and not image_allowed(image, prefixes):
+        refuse(
+            "spec.runtime.image",
+            f"image {image} is not under an allowed prefix ({_listed(prefixes)})",
+            "allowed_image_prefixes",
+        )
+
+    if urlsplit(spec.model.uri).scheme == "file":
+        host_dir, _ = file_mount(spec.model.uri)
+        if not host_path_allowed(host_dir, policy.allowed_host_paths):
+            refuse(
+                "spec.model.uri",
+                f"file:// mounts host directory {host_dir}, which is not an allowed host path "
+                f"({_listed(policy.allowed_host_paths)})",
+                "allowed_host_paths",
+            )
+
+    for i, env in enumerate(spec.runtime.env):
+        if _matches(env.name, policy.denied_env_names, fold_case=True) and not _matches(
+            env.name, policy.allowed_env_names, fold_case=True
+        ):
+            refuse(
+                f"spec.runtime.env[{i}].name",
+                f"{env.name} is a denied environment name (policy.deniedEnvNames)",
+                "allowed_env_names",
+            )
+        for source in env.value_from or {}:
+            if source not in policy.allowed_env_value_from:
+                refuse(
+                    f"spec.runtime.env[{i}].valueFrom.{source}",
+                    f"valueFrom.{source} is not an allowed source "
+                    f"({_listed(list(policy.allowed_env_value_from))})",
+                    "allowed_env_value_from",
+                )
+
+    service = spec.service
+    if service.type not in policy.allowed_service_types:
+        refuse(
+            "spec.service.type",
+            f"Service type {service.type} is not allowed "
+            f"({_listed(list(policy.allowed_service_types))})",
+            "allowed_service_types",
+        )
+    for key in service.annotations:
+        if not _matches(key, policy.allowed_service_annotations):
+            refuse(
+                f'spec.service.annotations["{key}"]',
+                f"Service annotation {key} is not allowed "
+                f"({_listed(policy.allowed_service_annotations)})",
+                "allowed_service_annotations",
+            )
+
+    sched = spec.scheduling
+    if sched.priority_class_name and not _matches(
+        sched.priority_class_name, policy.allowed_priority_classes
+    ):
+        refuse(
+            "spec.scheduling.priorityClassName",
+            f"PriorityClass {sched.priority_class_name} is not allowed "
+            f"({_listed(policy.allowed_priority_classes)})",
+            "allowed_priority_classes",
+        )
+    if sched.runtime_class_name and not _matches(
+        sched.runtime_class_name, policy.allowed_runtime_classes
+    ):
+        refuse(
+            "spec.scheduling.runtimeClassName",
+            f"RuntimeClass {sched.runtime_class_name} is not allowed "
+            f"({_listed(policy.allowed_runtime_classes)})",
+            "allowed_runtime_classes",
+        )
+    if not policy.allow_toleration_wildcards:
+        for i, tol in enumerate(sched.tolerations):
+            if not tol.key and tol.operator == "Exists":
+                refuse(
+                    f"spec.scheduling.tolerations[{i}]",
+                    "a toleration with no key and operator Exists tolerates every taint",
+                    "allow_toleration_wildcards",
+                )
+    return out
+
+
+def refusal_message(violations: list[Violation], limit: int = 4000) -> str:
+    """One condition message for all violations, cut to fit a condition (4096 characters)."""
+    text = (
+        "the operator's policy refuses this spec, so nothing was created or changed: "
+        + "; ".join(v.message() for v in violations)
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
