@@ -22,7 +22,6 @@ sysctls back as it found them.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import subprocess
@@ -91,12 +90,6 @@ def routes() -> list[list[str]]:
         [SERVICE_CIDR, "dev", SERVICE_BRIDGE],
         ["blackhole", POD_CIDR],
     ]
-
-
-def covered_locally(address: str) -> bool:
-    """Would a packet to `address` stay on this machine under these rules?"""
-    ip = ipaddress.ip_address(address)
-    return any(ip in ipaddress.ip_network(cidr) for cidr in (SERVICE_CIDR, POD_CIDR, NODE_SUBNET))
 
 
 # Clusters of this process sharing the network (the teardown test starts a second one).

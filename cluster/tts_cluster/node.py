@@ -242,9 +242,6 @@ class RealNode:
             self.components["containerd"].stop()
         clean_up_node(self.workdir)
 
-    def pids(self) -> list[int]:
-        return [c.pid for c in self.components.values() if c.pid is not None and c.running]
-
     # -- images
 
     def import_images(self, images: list[Image]) -> None:
