@@ -28,7 +28,9 @@ class Stage:
 
 
 # Small requests so three runtime pods and two clients fit the node's two CPUs; calibration
-# off so a pod is Ready as soon as its model is loaded and warmed up.
+# off so a pod is Ready as soon as its model is loaded and warmed up. The preStop sleep stays
+# at its default (5 s): with 2 s, a busy kube-proxy still routed new connections to a pod
+# that had begun to shut down (6 refused in one CI run's rollout).
 SPEC: dict[str, Any] = {
     "model": {"uri": f"pvc://{CLAIM}/{VOICE}"},
     "runtime": {
@@ -37,7 +39,6 @@ SPEC: dict[str, Any] = {
             "limits": {"memory": "2Gi"},
         },
         "env": [{"name": "TTS_BATCH_CALIBRATION", "value": "false"}],
-        "preStopSleepSeconds": 2,
     },
     "scheduling": {"nodeSelector": {"type": "real"}, "tolerations": [REAL_NODE_TOLERATION]},
 }
