@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tts_runtime import audio
@@ -57,6 +59,11 @@ WARM_UP_TEXT = "Warm up."
 CALIBRATION_TEXT = "The quick brown fox jumps over the lazy dog before the evening train departs."
 # Which pod answered (TTS_POD_NAME), on every response.
 POD_HEADER = "X-TTS-Pod"
+# A speech request is one flat JSON object (depth 1); deeper bodies are refused before
+# json.loads, whose recursion a few thousand brackets would exhaust.
+MAX_JSON_DEPTH = 32
+# A JSON string (an unterminated one runs to the end): its brackets do not nest.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)', re.DOTALL)
 
 
 class ServedEngine(SynthesisEngine, Protocol):
@@ -297,11 +304,33 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise _too_large(limit)
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise _too_large(limit)
+    except ClientDisconnect:
+        # The client's problem, not the server's: one line, no traceback. The 400 is
+        # counted as bad_request; uvicorn drops it, nobody is left to read it.
+        log.info(
+            "client disconnected after sending %d of %s body bytes",
+            len(body),
+            declared if declared is not None else "unknown",
+        )
+        raise ApiError(
+            400, "client disconnected before sending the whole body", code="client_disconnected"
+        ) from None
     return bytes(body)
+
+
+def json_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in `body`, brackets inside strings not counted;
+    linear and without recursion, so any body can be measured."""
+    brackets = np.frombuffer(_JSON_STRING.sub(b"", body), dtype=np.uint8)
+    steps = np.isin(brackets, (ord("["), ord("{"))).astype(np.int64) - np.isin(
+        brackets, (ord("]"), ord("}"))
+    )
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _too_large(limit: int) -> ApiError:
@@ -321,10 +350,22 @@ async def _parse(request: Request, runtime: Runtime) -> SpeechRequest:
             code="unsupported_media_type",
         )
     body = await _read_body(request, runtime.settings.max_body_bytes)
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        log.info("refused a request body nested %d levels deep", depth)
+        raise ApiError(
+            400,
+            f"body nests arrays/objects {depth} levels deep, more than the limit of "
+            f"{MAX_JSON_DEPTH}; send one flat JSON object such as "
+            '{"model": "tts-1", "input": "Hello.", "voice": "default"}',
+            code="invalid_json",
+        )
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # not reached under MAX_JSON_DEPTH; kept as a backstop
+        raise ApiError(400, "body nests too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object", code="invalid_json")
     try:
@@ -510,8 +551,15 @@ def create_app(settings: RuntimeSettings, engine: ServedEngine) -> FastAPI:
         finally:
             await runtime.stop()
 
+    docs = settings.api_docs  # /docs and /redoc load scripts from a CDN: off unless asked
     app = _RuntimeApp(
-        pod_name=settings.pod_name, title="tts-runtime", version="0.1.0", lifespan=lifespan
+        pod_name=settings.pod_name,
+        title="tts-runtime",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.runtime = runtime
 

@@ -82,6 +82,11 @@ class RuntimeSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     drain_timeout_s: float = Field(default=25.0, ge=0)
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs, /redoc and /openapi.json (the docs pages load their "
+        "scripts from a CDN); off by default.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     pod_name: str = Field(
         default_factory=default_pod_name,

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import math
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -571,3 +572,78 @@ def test_an_unexpected_exception_still_says_which_pod_answered(
 
 def test_without_tts_pod_name_the_header_is_the_host_name(client: TestClient) -> None:
     assert client.get("/healthz").headers["x-tts-pod"] == default_pod_name()
+
+
+# -- hostile and broken clients ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[" * 5000,
+        b'{"model": "tts-1", "input": ' + b"[" * 5000,
+        b'{"model": "tts-1", "input": "hi", "voice": "default", "x": ' + b"{" * 40,
+    ],
+)
+def test_deeply_nested_json_gets_400_and_one_log_line(
+    client: TestClient, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO"):
+        response = client.post(
+            "/v1/audio/speech", content=content, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400, response.text[:300]
+    error = response.json()["error"]
+    assert error["code"] == "invalid_json" and error["type"] == "invalid_request_error"
+    assert "levels deep" in error["message"] and "flat JSON object" in error["message"]
+    app_lines = [r for r in caplog.records if r.name == "tts_runtime.app"]
+    assert [r.getMessage() for r in app_lines] == [app_lines[0].getMessage()]
+    assert "nested" in app_lines[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+    assert 'status="bad_request"} 1.0' in client.get("/metrics").text
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(client: TestClient) -> None:
+    response = client.post("/v1/audio/speech", json=speech(input="[" * 100 + "Hello."))
+    assert response.status_code == 200, response.text[:300]
+
+
+def test_a_client_gone_mid_body_logs_one_line_and_no_traceback(
+    engine: OnnxEngine,
+    small_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    app = create_app(settings_for(small_model_dir), engine)
+    with caplog.at_level("INFO"), live_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/audio/speech HTTP/1.1\r\nHost: tts\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                b'{"model": '
+            )
+        deadline = time.monotonic() + 10
+        while not any("disconnected" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the disconnect was never logged"
+            time.sleep(0.02)
+        metrics = httpx.get(f"{url}/metrics").text
+    gone = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelname == "INFO"
+    assert "10 of 1000 body bytes" in gone[0].getMessage()
+    assert not any(r.exc_info or r.levelname in ("ERROR", "CRITICAL") for r in caplog.records)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    assert 'tts_requests_total{status="bad_request"} 1.0' in metrics
+    assert 'tts_requests_total{status="error"} 0.0' in metrics
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_api_docs_are_off_unless_tts_api_docs(
+    engine: OnnxEngine, small_model_dir: Path, path: str
+) -> None:
+    with TestClient(create_app(settings_for(small_model_dir), engine)) as off:
+        assert off.get(path).status_code == 404
+    on_app = create_app(settings_for(small_model_dir, api_docs=True), engine)
+    with TestClient(on_app) as on:
+        assert on.get(path).status_code == 200

@@ -27,6 +27,7 @@ def test_defaults_match_the_agreed_names(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (settings.max_batch_size, settings.max_queue_delay_ms) == (8, 10.0)
     assert settings.batch_calibration is True
     assert settings.memory_mode == "shrink"
+    assert settings.api_docs is False
     assert (settings.max_queue_size, settings.request_timeout_s) == (256, 30.0)
     assert (settings.max_input_chars, settings.max_segment_chars) == (4096, 400)
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
@@ -46,6 +47,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "TTS_BATCH_CALIBRATION": "false",
         "TTS_PORT": "9000",
         "TTS_LOG_LEVEL": "DEBUG",
+        "TTS_API_DOCS": "true",
     }.items():
         monkeypatch.setenv(key, value)
     settings = load_settings()
@@ -53,6 +55,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.voices == {"alloy": 0, "echo": 2}
     assert (settings.max_batch_size, settings.port, settings.log_level) == (16, 9000, "debug")
     assert settings.batch_calibration is False
+    assert settings.api_docs is True
 
 
 def test_command_line_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
