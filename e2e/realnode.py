@@ -148,6 +148,11 @@ class Load:
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+def refused(record: dict[str, Any]) -> bool:
+    """A connection refused: no server accepted the request (a client may simply retry)."""
+    return "Connection refused" in str(record.get("error", ""))
+
+
 def summary(records: list[dict[str, Any]]) -> dict[str, int]:
     """Requests by outcome: HTTP status as a string, or "error" for a failed connection."""
     counts: dict[str, int] = {}

@@ -51,7 +51,7 @@ def test_a_killed_pod_costs_at_most_its_in_flight_requests(stage: realnode.Stage
     counts = realnode.summary(records)
     failed = [r for r in records if r["status"] != 200]
     # Refused: routed to the dead pod before kube-proxy dropped it, never accepted by anyone.
-    refused = [r for r in failed if "Connection refused" in r.get("error", "")]
+    refused = [r for r in failed if realnode.refused(r)]
     in_flight = [r for r in failed if r not in refused]
     print(
         f"pod killed under load: {counts}; in flight on it and lost: {len(in_flight)}; "
