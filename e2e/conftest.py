@@ -20,6 +20,7 @@ import pytest
 import realnode
 from e2e_provider import PROVIDER
 from kubeapi import Kube
+from kubernetes import client
 from operatorproc import OperatorProcess
 from tts_cluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, deploy, locate_binaries
 from tts_cluster.images import Images, locate_images
@@ -146,6 +147,40 @@ def stage(
 ) -> realnode.Stage:
     """Everything a realnode scenario needs, in one argument."""
     return realnode.Stage(cluster, kube, images, voice_namespace)
+
+
+TTS_ONLY_USER = "tts-only-user"
+
+
+@pytest.fixture
+def tts_user(kube: Kube, namespace: str) -> Kube:
+    """API access as a user who may only manage TTSServices in the test's namespace (a Role
+    granting `ttsservices` and nothing else), to show what such an author can make happen."""
+    rbac: Any = client.RbacAuthorizationV1Api(kube.api_client)
+    role = {
+        "metadata": {"name": "ttsservices-only"},
+        "rules": [
+            {
+                "apiGroups": [kubeapi.GROUP],
+                "resources": [kubeapi.PLURAL],
+                "verbs": ["create", "get", "list", "watch", "patch", "delete"],
+            }
+        ],
+    }
+    rbac.create_namespaced_role(namespace, role)
+    binding = {
+        "metadata": {"name": "ttsservices-only"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "ttsservices-only",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TTS_ONLY_USER}
+        ],
+    }
+    rbac.create_namespaced_role_binding(namespace, binding)
+    return kube.as_user(TTS_ONLY_USER)
 
 
 @pytest.fixture(scope="session")

@@ -81,15 +81,22 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
 class Kube:
     """Typed-ish access to the cluster behind one kubeconfig."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, *, impersonate: str | None = None) -> None:
         loader: Any = config  # the loader functions carry no annotations
+        self.kubeconfig = kubeconfig
         self.api_client: Any = loader.new_client_from_config(config_file=str(kubeconfig))
+        if impersonate is not None:  # the session's admin (system:masters) may impersonate
+            self.api_client.set_default_header("Impersonate-User", impersonate)
         self.core: Any = client.CoreV1Api(self.api_client)
         self.apps: Any = client.AppsV1Api(self.api_client)
         self.autoscaling: Any = client.AutoscalingV2Api(self.api_client)
         self.policy: Any = client.PolicyV1Api(self.api_client)
         self.custom: Any = client.CustomObjectsApi(self.api_client)
         self.apiext: Any = client.ApiextensionsV1Api(self.api_client)
+
+    def as_user(self, user: str) -> Kube:
+        """The same cluster, every request made as `user` (Impersonate-User)."""
+        return Kube(self.kubeconfig, impersonate=user)
 
     # -- namespaces and CRDs
 

@@ -12,77 +12,19 @@ condition clears.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kubeapi import GROUP, PLURAL, VERSION, Kube, condition, tts_body, wait_for
-from kubernetes import client
+from kubeapi import Kube, condition, tts_body, wait_for
 from kubernetes.client import ApiException
 from operatorproc import OperatorProcess
 from ttschildren import labelled_children, owner_uids
 
 NAME = "payments"
-USER = "tts-only-user"
 # Longer than the garbage collector takes to collect a dependent of a deleted owner (the
 # session waited until it tracks TTSServices), and than a few of the operator's retries
 # (TTS_OPERATOR_RETRY_SECONDS=2 in e2e).
 SETTLE_SECONDS = 6
-
-
-@dataclass
-class TTSUser:
-    """API access as USER, who may only manage TTSServices in the test's namespace."""
-
-    custom: Any
-    core: Any
-
-    def create_tts(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        )
-
-    def delete_tts(self, namespace: str, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-
-
-@pytest.fixture
-def tts_user(kube: Kube, namespace: str) -> Iterator[TTSUser]:
-    rbac: Any = client.RbacAuthorizationV1Api(kube.api_client)
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": "ttsservices-only"},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": [PLURAL],
-                    "verbs": ["create", "get", "list", "watch", "delete"],
-                }
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "ttsservices-only"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "ttsservices-only",
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
-        },
-    )
-    # The session's admin (system:masters) may impersonate; every request says "as USER".
-    api: Any = client.ApiClient(
-        kube.api_client.configuration, header_name="Impersonate-User", header_value=USER
-    )
-    try:
-        yield TTSUser(client.CustomObjectsApi(api), client.CoreV1Api(api))
-    finally:
-        api.close()
 
 
 def wait_conflict(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
@@ -124,7 +66,7 @@ def wait_retries(operator: OperatorProcess, handler: str, passes: int = 2) -> No
 
 
 def test_tts_named_like_a_service_does_not_take_it_over(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: TTSUser
+    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
 ) -> None:
     victim = kube.plain(
         kube.core.create_namespaced_service(

@@ -15,80 +15,18 @@ provider's model directory to allowedHostPaths).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kubeapi import GROUP, PLURAL, VERSION, Kube, condition, tts_body, wait_for
-from kubernetes import client
+from kubeapi import Kube, condition, tts_body, wait_for
 from kubernetes.client import ApiException
 from operatorproc import OperatorProcess
 from ttschildren import labelled_children
 
-USER = "tts-policy-user"
 SECRET = "db-credentials"
 FOREIGN_IMAGE = "docker.io/attacker/tools:1"
 # Longer than a few of the operator's passes (child events, TTS_OPERATOR_RETRY_SECONDS=2).
 SETTLE_SECONDS = 6
-
-
-@dataclass
-class TTSUser:
-    """API access as USER, who may only manage TTSServices in the test's namespace."""
-
-    custom: Any
-    core: Any
-
-    def create_tts(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        )
-
-    def patch_tts(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, patch
-            )
-        )
-
-
-@pytest.fixture
-def tts_user(kube: Kube, namespace: str) -> Iterator[TTSUser]:
-    rbac: Any = client.RbacAuthorizationV1Api(kube.api_client)
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": "ttsservices-only"},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": [PLURAL],
-                    "verbs": ["create", "get", "list", "watch", "patch", "delete"],
-                }
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "ttsservices-only"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "ttsservices-only",
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}],
-        },
-    )
-    # The session's admin (system:masters) may impersonate; every request says "as USER".
-    api: Any = client.ApiClient(
-        kube.api_client.configuration, header_name="Impersonate-User", header_value=USER
-    )
-    try:
-        yield TTSUser(client.CustomObjectsApi(api), client.CoreV1Api(api))
-    finally:
-        api.close()
 
 
 def wait_refused(kube: Kube, namespace: str, name: str, field: str) -> dict[str, Any]:
@@ -139,7 +77,7 @@ def assert_refused(
 
 
 def test_a_secret_the_author_cannot_read_never_reaches_a_pod(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: TTSUser
+    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
 ) -> None:
     kube.core.create_namespaced_secret(
         namespace,
@@ -177,7 +115,7 @@ def test_a_secret_the_author_cannot_read_never_reaches_a_pod(
 
 
 def test_an_image_outside_the_allowed_prefixes_is_refused_until_the_spec_drops_it(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: TTSUser
+    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
 ) -> None:
     name = "foreign-image"
     body = tts_body(name, {"runtime": {"image": FOREIGN_IMAGE}})
