@@ -14,7 +14,8 @@ setup: $(STAMP)
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	# pip itself at the version (and hashes) requirements/tools.lock pins, never "the newest".
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements/tools.lock
 	$(BIN)/pip install -q -e '.[operator,runtime,dev,speech]'
 	# piper-tts is GPL-3.0 and optional (espeak phonemization, the benchmark's peer, the
 	# cross-check test), and faster-whisper is the tests' speech recognizer. --no-deps keeps
@@ -54,6 +55,23 @@ demo-down:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Hash-locked requirements of the two images (requirements/*.lock), resolved by uv from
+# pyproject.toml's extras (plus the build backend) for every CPython >= 3.11 (the images run
+# 3.11 or 3.12); the image builds install them with --require-hashes --no-deps. Existing pins
+# are kept where they still fit: `make locks LOCK_FLAGS=--upgrade` moves every pin to the
+# newest. tests/cluster/test_supply_chain.py fails when a lock no longer fits pyproject.toml.
+LOCK_FLAGS ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make locks' $(LOCK_FLAGS)
+.PHONY: locks
+locks:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements/tools.lock
+	$(UV_COMPILE) requirements/tools.in -o requirements/tools.lock
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra runtime -o requirements/runtime.lock
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra operator -o requirements/operator.lock
+	$(UV_COMPILE) --no-deps requirements/piper.in -o requirements/piper.lock
 
 # ---- Local Kubernetes control plane for the e2e tests (docs/e2e.md) ----
 .PHONY: host-packages cluster-binaries images cluster-up cluster-down e2e scale-bench

@@ -7,14 +7,24 @@
 #   localhost/tts-runtime:dev    Dockerfile.runtime on the local base, wheels from a wheelhouse
 #   localhost/tts-operator:dev   Dockerfile.operator on the local base, same wheelhouse
 #
+# Supply chain: the wheelhouse holds exactly the files the hash-locked requirements name
+# (requirements/{runtime,piper,operator}.lock, made by `make locks`), downloaded with
+# --require-hashes; the builds install them with --require-hashes --no-deps. Each Dockerfile's
+# own base (a registry image pinned by digest) is replaced here by the local base, which
+# cannot be pulled from anywhere: it is named by the digest buildah recorded when it was
+# built (localhost/tts-base:bookworm@sha256:...), so an image is built on exactly the base its
+# key names. The base's Debian packages are whatever the bookworm suite held that day,
+# verified by debootstrap against the archive's signed Release file.
+#
 # Each image except the base is also written as an OCI archive next to a stamp file; load one
 # into containerd with `ctr -n k8s.io images import PATH`. Every step is keyed on a hash of
-# its inputs (recipe, Dockerfile, pyproject.toml, copied sources, base image id, wheelhouse
-# listing, versions): a warm run rebuilds nothing and runs no buildah/pip/gcc at all.
+# its inputs (recipe, Dockerfile, locks, copied sources, base image id, wheelhouse listing,
+# versions): a warm run rebuilds nothing and runs no buildah/pip/gcc at all.
 #
-# The wheelhouse is made on the host with .venv/bin/pip (host and base are CPython 3.11 on
-# glibc 2.36, x86_64, so the host's wheels fit the image); inside the builds pip runs with
-# --no-index --find-links=/wheels, the wheelhouse bind-mounted read-only: no network needed.
+# The wheelhouse is downloaded on the host with .venv/bin/pip (host and base are CPython 3.11
+# on glibc 2.36, x86_64, so the wheels pip picks for the host fit the image); inside the
+# builds pip runs with --no-index --find-links=/wheels, the wheelhouse bind-mounted
+# read-only: no network needed.
 #
 # Buildah uses a project-local store (.cache/images/storage, runroot .cache/images/run) with
 # chroot isolation (no daemon, no user namespaces needed). The storage driver is overlay when
@@ -32,7 +42,7 @@ set -euo pipefail
 # ---- The one place where versions and names are pinned ---------------------------------
 K8S_VERSION=v1.37.2 # pause.c comes from this k8s.io/kubernetes module (hack/cluster-binaries.sh)
 PAUSE_VERSION=3.10.2 # what that release's build/pause/Makefile tags (printed by `pause -v`)
-PIPER_VERSION=1.8.0  # piper-tts, installed --no-deps into the runtime image (GPL-3.0)
+LOCKS=(runtime.lock piper.lock operator.lock) # requirements/: every Python package in the images
 DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR="${TTS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BASE_INCLUDE=python3,python3-venv,ca-certificates
@@ -87,10 +97,12 @@ pause_source() {
   echo "$dir/build/pause/linux/pause.c"
 }
 
-# What the Dockerfiles COPY (pyproject.toml README.md runtime/ operator/), minus bytecode.
+# What the Dockerfiles COPY (the locks, pyproject.toml README.md runtime/ operator/), minus
+# bytecode.
 context_files() {
   (cd "$ROOT" && {
     printf '%s\n' pyproject.toml README.md
+    printf 'requirements/%s\n' "${LOCKS[@]}"
     find runtime operator -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*'
   } | LC_ALL=C sort)
 }
@@ -102,8 +114,7 @@ base_key() {
 }
 wheels_key() {
   {
-    cat "$ROOT/pyproject.toml"
-    echo "piper-tts==$PIPER_VERSION"
+    (cd "$ROOT/requirements" && sha256sum "${LOCKS[@]}")
     "$ROOT/.venv/bin/python" -c 'import sys, sysconfig; print(sys.version_info[:2], sysconfig.get_platform())'
     declare -f build_wheels
   } | sha
@@ -120,7 +131,6 @@ image_key() { # DOCKERFILE: the Dockerfile, the copied sources, the base, the wh
   {
     cat "$ROOT/$1"
     echo "context=$CONTEXT_HASH base=$(stamp_get base ID) wheels=$(stamp_get wheels LISTING)"
-    echo "piper-tts==$PIPER_VERSION"
     declare -f build_dockerfile smoke_runtime smoke_operator push_archive
   } | sha
 }
@@ -147,6 +157,7 @@ pick_driver() {
 }
 bh() { buildah --root "$STORAGE" --runroot "$RUNROOT" --storage-driver "$DRIVER" "$@"; }
 image_id() { bh images --noheading --no-trunc --format '{{.ID}}' "$1" | head -n1; }
+image_digest() { bh inspect --type image --format '{{.FromImageDigest}}' "$1"; }
 image_bytes() { # uncompressed: the sum of the image's layer diff sizes in the store
   "$ROOT/.venv/bin/python" - "$STORAGE/$DRIVER-images/images.json" \
     "$STORAGE/$DRIVER-layers/layers.json" "$(image_id "$1")" <<'PY'
@@ -199,15 +210,17 @@ build_base() {
 }
 
 build_wheels() {
-  local tmp="$WHEELS.tmp"
+  local tmp="$WHEELS.tmp" lock
   rm -rf "$tmp"
   mkdir -p "$tmp"
-  # The project's dependencies for both images, the build backend pip needs to build the
-  # project itself inside the image (build isolation), and piper-tts without its deps.
-  "$PIP" wheel --disable-pip-version-check --wheel-dir "$tmp" \
-    "${ROOT}[runtime,operator]" "setuptools>=68" wheel
-  "$PIP" wheel --disable-pip-version-check --no-deps --wheel-dir "$tmp" "piper-tts==$PIPER_VERSION"
-  rm -f "$tmp"/tts_operator-*.whl # the images build the project from its sources
+  # Exactly what the locks pin (the project's dependencies for both images, the build backend
+  # that builds the project itself inside the image, piper-tts), as published wheels whose
+  # hashes the locks hold; nothing is resolved or built here. The images build the project
+  # from its sources.
+  for lock in "${LOCKS[@]}"; do
+    "$PIP" download --disable-pip-version-check --require-hashes --no-deps --only-binary=:all: \
+      --dest "$tmp" -r "$ROOT/requirements/$lock"
+  done
   rm -rf "$WHEELS"
   mv "$tmp" "$WHEELS"
 }
@@ -235,11 +248,11 @@ stage_context() { # exactly the files context_hash covers
 }
 
 build_dockerfile() { # DOCKERFILE IMAGE BASE_ARG
+  # The base by the digest its stamp recorded: a base re-tagged since fails the build.
   bh bud --isolation chroot --pull=never --format oci --layers=false \
     -f "$ROOT/$1" \
-    --build-arg "$3=$BASE_IMAGE" \
+    --build-arg "$3=$BASE_IMAGE@$(stamp_get base DIGEST)" \
     --build-arg "PIP_INSTALL_OPTIONS=--no-index --find-links=/wheels" \
-    --build-arg "PIPER_VERSION=$PIPER_VERSION" \
     -v "$WHEELS:/wheels:ro" \
     -t "$2" "$CONTEXT"
 }
@@ -315,7 +328,8 @@ step() { # NAME KEY ARTIFACT CMD...: run CMD (output to the log) unless NAME is 
 }
 
 write_image_stamp() { # NAME KEY IMAGE
-  printf 'KEY=%s\nID=%s\nBYTES=%s\n' "$2" "$(image_id "$3")" "$(image_bytes "$3")" >"$(stamp_file "$1")"
+  printf 'KEY=%s\nID=%s\nDIGEST=%s\nBYTES=%s\n' "$2" "$(image_id "$3")" "$(image_digest "$3")" \
+    "$(image_bytes "$3")" >"$(stamp_file "$1")"
 }
 
 do_base() {
@@ -364,6 +378,9 @@ fi
 
 KEY="$(base_key)"
 step base "$KEY" "" do_base "$KEY"
+if ! $CHECK_ONLY && [[ -z "$(stamp_get base DIGEST)" ]]; then # a stamp from before digests
+  write_image_stamp base "$KEY" "$BASE_IMAGE"
+fi
 KEY="$(wheels_key)"
 step wheels "$KEY" "$WHEELS" do_wheels "$KEY"
 KEY="$(pause_key)"
