@@ -28,6 +28,9 @@ from tts_cluster.node import RealNode, missing_host_tools
 
 CRD_DIR = REPO_ROOT / "crds"
 WORK_ROOT = REPO_ROOT / ".cache" / "e2e"
+# The chart's policy for the in-cluster operator: the model-over-http scenario serves the
+# voice from a plain-http Service inside the cluster (a ClusterIP: a private address).
+E2E_POLICY = {"allowHttpModelUris": True, "allowPrivateModelHosts": True}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -121,7 +124,9 @@ def in_cluster_operator(
     )
     # The session applied the CRD itself (as GitOps would): let the release adopt it.
     deploy.let_release_adopt(cluster, "crd/ttsservices.ttsoperator.io")
-    deploy.install_operator(cluster, images, replicas=2, create_peering=not peering_exists)
+    deploy.install_operator(
+        cluster, images, replicas=2, create_peering=not peering_exists, policy=E2E_POLICY
+    )
     return deploy.RELEASE_NAMESPACE
 
 

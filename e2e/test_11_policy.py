@@ -8,6 +8,12 @@ that would allow it, a Warning event, and no child at all (so no pod ever holds 
 The same for an image outside the allowed prefixes; and once the spec drops the image, the
 refusal clears and the children are built.
 
+Model downloads (issue 11, item 8): a plain http:// model URI and an https one naming an
+internal address (the cloud metadata endpoint) are refused the same way; the API server
+refuses a malformed digest and a digest on a model nothing downloads; an https model with a
+digest reaches the pods' model-fetch init container with the digest, the download cap and
+the deadline, and its emptyDir gets a sizeLimit.
+
 The host operator runs with the default policy (e2e/operatorproc.py adds only the kind
 provider's model directory to allowedHostPaths).
 """
@@ -18,7 +24,7 @@ import time
 from typing import Any
 
 import pytest
-from kubeapi import Kube, condition, tts_body, wait_for
+from kubeapi import MODEL_URI, Kube, condition, tts_body, wait_for
 from kubernetes.client import ApiException
 from operatorproc import OperatorProcess
 from ttschildren import labelled_children
@@ -141,3 +147,59 @@ def test_an_image_outside_the_allowed_prefixes_is_refused_until_the_spec_drops_i
         ),
         60,
     )
+
+
+MODEL_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+def test_model_downloads_are_https_to_public_hosts_capped_and_pinned(
+    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
+) -> None:
+    plain = tts_body("plain-http", {"model": {"uri": "http://models.example.com/v/en.onnx"}})
+    wait_for(
+        "the TTSService created as the user", lambda: tts_user.create_tts(namespace, plain), 30
+    )
+    assert_refused(kube, namespace, "plain-http", "spec.model.uri", "policy.allowHttpModelUris")
+
+    metadata = tts_body(
+        "metadata-host",
+        {"model": {"uri": "https://169.254.169.254/latest/meta-data/model.onnx"}},
+    )
+    tts_user.create_tts(namespace, metadata)
+    tts = assert_refused(
+        kube, namespace, "metadata-host", "spec.model.uri", "policy.allowPrivateModelHosts"
+    )
+    assert "a link-local address" in (condition(tts, "Degraded") or {})["message"]
+
+    # The API server checks the digest's form, and that a digest is only given where a
+    # download verifies it (CEL).
+    for name, model, says in (
+        ("short-digest", {"uri": MODEL_URI, "sha256": "abc"}, "spec.model.sha256"),
+        (
+            "mounted-digest",
+            {"uri": "pvc://voices/en", "sha256": MODEL_SHA},
+            "apply to http(s) URIs only",
+        ),
+    ):
+        with pytest.raises(ApiException) as refused:
+            tts_user.create_tts(namespace, tts_body(name, {"model": model}))
+        assert refused.value.status == 422, refused.value
+        assert says in str(refused.value.body), refused.value.body
+
+    # Allowed: the digest, the cap and the deadline reach the init container. No replica, so
+    # no pod tries to reach models.example.com.
+    pinned = tts_body("pinned", {"model": {"uri": MODEL_URI, "sha256": MODEL_SHA}, "replicas": 0})
+    tts_user.create_tts(namespace, pinned)
+    deployment = wait_for(
+        "the Deployment of the pinned model", lambda: kube.deployment(namespace, "pinned"), 60
+    )
+    template = deployment["spec"]["template"]["spec"]
+    [init] = template["initContainers"]
+    assert init["name"] == "model-fetch"
+    assert init["command"] == ["python3", "-m", "tts_runtime.fetch"]
+    assert init["args"] == [
+        MODEL_URI, "/models", "--max-bytes", str(2 << 30), "--deadline-seconds", "900",
+        "--sha256", MODEL_SHA,
+    ]  # fmt: skip
+    [volume] = [v for v in template["volumes"] if v["name"] == "model"]
+    assert volume["emptyDir"] == {"sizeLimit": "2112Mi"}

@@ -33,6 +33,7 @@ QUANTITY_PATTERN = (
 )
 PERCENT_PATTERN = r"^[0-9]{1,3}%$"
 MODEL_URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?|https?://.+|file:///.*)$"
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # Extended resource names: an optional DNS prefix, then a name (nvidia.com/gpu,
@@ -105,7 +106,16 @@ class ModelSpec(_Model):
     """Where the model lives. pvc://CLAIM/sub/path mounts the claim read-only at /models;
     http(s)://.../voice.onnx is downloaded (with voice.onnx.json beside it) by an init
     container; file:///host/path mounts a hostPath (development only; the operator refuses it
-    unless its policy lists the directory: chart value policy.allowedHostPaths)."""
+    unless its policy lists the directory: chart value policy.allowedHostPaths). The
+    operator's policy refuses plain http:// (policy.allowHttpModelUris) and hosts at
+    internal addresses (policy.allowPrivateModelHosts) unless it allows them."""
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    """SHA-256 of the model file an http(s) URI downloads (64 hex digits, as sha256sum
+    prints them): the download fails when the file differs. Required for http(s) URIs where
+    the operator's policy says so (policy.requireModelSha256). http(s) URIs only."""
+    config_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    """SHA-256 of the voice config (the URI with .json added) an http(s) URI downloads;
+    optional. http(s) URIs only."""
     format: Literal["piper-onnx"] = "piper-onnx"
     """Model format: a Piper-style ONNX voice plus its .onnx.json config."""
     name: str = Field(default="tts-1", min_length=1, max_length=128)
@@ -116,6 +126,25 @@ class ModelSpec(_Model):
         default_factory=dict, json_schema_extra={"maxProperties": 256}
     )
     """Voice name -> speaker id (TTS_VOICES). Empty: the voice config's speaker map."""
+
+    cel: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            "(!has(self.sha256) && !has(self.configSha256))"
+            " || self.uri.startsWith('http://') || self.uri.startsWith('https://')",
+            "model.sha256 and model.configSha256 apply to http(s) URIs only "
+            "(nothing verifies a pvc:// or file:// model)",
+            lambda m: (
+                (m.sha256 is None and m.config_sha256 is None)
+                or m.uri.startswith(("http://", "https://"))
+            ),
+        ),
+    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(*cel))
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ModelSpec:
+        enforce(self, self.cel)
+        return self
 
 
 # ---------------------------------------------------------------- runtime

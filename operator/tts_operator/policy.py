@@ -5,9 +5,11 @@ The operator creates Deployments (so pods), Services and ConfigMaps with its own
 ServiceAccount, so without a policy anyone who may create a TTSService could run any image,
 read any Secret in the namespace through `env[].valueFrom.secretKeyRef`, mount any host
 directory (`file://`), schedule onto any tainted node, pick any PriorityClass or
-RuntimeClass, and expose the pods outside the cluster. The policy names what is allowed; the
-defaults allow only what a TTS service needs. It is set by the chart's `policy:` values,
-which reach the operator as one JSON variable, TTS_OPERATOR_POLICY, with the same keys.
+RuntimeClass, expose the pods outside the cluster, and have every pod download whatever a
+URI names: over plain http, from an internal address, of any size, for any time. The
+policy names what is allowed; the defaults allow only what a TTS service needs. It is set
+by the chart's `policy:` values, which reach the operator as one JSON variable,
+TTS_OPERATOR_POLICY, with the same keys.
 
 `check` returns one `Violation` per refused field; each names the spec field and the chart
 value that would allow it. The reconcile refuses a spec with any violation before it
@@ -17,15 +19,23 @@ writes anything (reason `PolicyViolation`).
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from tts_runtime.fetch import address_problem
 
-from tts_operator.builders.model import file_mount
+from tts_operator.builders.model import (
+    DEFAULT_DOWNLOAD_DEADLINE_SECONDS,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    MI,
+    DownloadRules,
+    file_mount,
+)
 from tts_operator.models import TTSServiceSpec
 
 POLICY_VIOLATION = "PolicyViolation"
@@ -56,6 +66,29 @@ DEFAULT_ENV_VALUE_FROM: tuple[ValueFromSource, ...] = (
 # An image prefix ending in one of these matches anything that starts with it; any other
 # prefix is a repository, and matches only itself with a tag or digest.
 _PREFIX_ENDS = ("/", ":", "@")
+_BYTE_UNITS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+}  # fmt: skip
+_BYTES = re.compile(r"^([0-9]+)(|k|M|G|T|Ki|Mi|Gi|Ti)$")
+MIN_DOWNLOAD_BYTES = MI
+MAX_DOWNLOAD_BYTES = 1 << 40
+
+
+def parse_bytes(value: object) -> object:
+    """A byte count from an integer or a quantity string ("2Gi", "500M"); anything else is
+    left for pydantic to refuse."""
+    if isinstance(value, str):
+        found = _BYTES.match(value.strip())
+        if not found:
+            raise ValueError(f"{value!r} is not a byte count such as 2147483648, 2Gi or 500M")
+        return int(found.group(1)) * _BYTE_UNITS[found.group(2)]
+    return value
+
+
+ByteCount = Annotated[
+    int, BeforeValidator(parse_bytes), Field(ge=MIN_DOWNLOAD_BYTES, le=MAX_DOWNLOAD_BYTES)
+]
 
 
 class Policy(BaseModel):
@@ -102,6 +135,25 @@ class Policy(BaseModel):
     allow_toleration_wildcards: bool = False
     """Allow a toleration with no key and operator Exists (it tolerates every taint: any
     tainted node, the control plane included)."""
+    allow_http_model_uris: bool = False
+    """Allow plain http:// model URIs (downloaded unencrypted and unauthenticated: anyone on
+    the path can swap the model). A redirect from https to http is refused regardless."""
+    allow_private_model_hosts: bool = False
+    """Allow an http(s) model URI whose host is a loopback, private, link-local or other
+    non-public address (an in-cluster model server; also every internal address the
+    pods can reach). Refused at once for an IP literal or localhost, by the download for a
+    name resolving to one. Redirects to other hosts never go to such addresses."""
+    require_model_sha256: bool = False
+    """Refuse an http(s) model URI without spec.model.sha256."""
+    max_model_download_bytes: ByteCount = DEFAULT_MAX_DOWNLOAD_BYTES
+    """Most bytes one pod's model download may fetch (model and config together; an integer
+    or a quantity such as 2Gi). The download stops past it; the emptyDir it writes into gets
+    this plus 64Mi as its sizeLimit."""
+    model_download_deadline_seconds: int = Field(
+        default=DEFAULT_DOWNLOAD_DEADLINE_SECONDS, ge=10, le=86_400
+    )
+    """The whole model download's deadline (redirects, slow servers included); the pod's
+    init container fails past it (and is retried with back-off)."""
 
     @field_validator("allowed_host_paths")
     @classmethod
@@ -126,6 +178,30 @@ class Policy(BaseModel):
         if any(not v.strip() for v in values):
             raise ValueError("entries must not be empty")
         return values
+
+
+def download_rules(policy: Policy) -> DownloadRules:
+    """What the model-fetch init container is told it may do."""
+    return DownloadRules(
+        max_bytes=policy.max_model_download_bytes,
+        deadline_seconds=policy.model_download_deadline_seconds,
+        allow_http=policy.allow_http_model_uris,
+        allow_private_hosts=policy.allow_private_model_hosts,
+    )
+
+
+def internal_host(host: str) -> str | None:
+    """Why a model URI's host is internal as written ("a loopback address"), judged without
+    resolving it: IP literals and localhost. Names are checked by the download, in the pod,
+    against every address they resolve to, with the same rule (tts_runtime.fetch, a
+    stdlib-only module of this distribution)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "a loopback address"
+    try:
+        return address_problem(host)
+    except ValueError:  # a name, not an IP literal
+        return None
 
 
 def chart_value(field: str) -> str:
@@ -203,7 +279,28 @@ def check(spec: TTSServiceSpec, policy: Policy, default_image: str) -> list[Viol
             "allowed_image_prefixes",
         )
 
-    if urlsplit(spec.model.uri).scheme == "file":
+    model = urlsplit(spec.model.uri)
+    if model.scheme == "http" and not policy.allow_http_model_uris:
+        refuse(
+            "spec.model.uri",
+            "a plain http:// model URI is downloaded unencrypted and unauthenticated; use https://",
+            "allow_http_model_uris",
+        )
+    if model.scheme in ("http", "https"):
+        problem = internal_host(model.hostname or "")
+        if problem and not policy.allow_private_model_hosts:
+            refuse(
+                "spec.model.uri",
+                f"the model host {model.hostname} is {problem}",
+                "allow_private_model_hosts",
+            )
+        if policy.require_model_sha256 and not spec.model.sha256:
+            refuse(
+                "spec.model.sha256",
+                "an http(s) model URI needs the model's SHA-256 (policy.requireModelSha256)",
+                "require_model_sha256",
+            )
+    if model.scheme == "file":
         host_dir, _ = file_mount(spec.model.uri)
         if not host_path_allowed(host_dir, policy.allowed_host_paths):
             refuse(

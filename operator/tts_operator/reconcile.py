@@ -30,7 +30,7 @@ from tts_operator.builders.common import (
 )
 from tts_operator.kube import Manifest, owns_field
 from tts_operator.models import TTSServiceSpec
-from tts_operator.policy import POLICY_VIOLATION, check, refusal_message
+from tts_operator.policy import POLICY_VIOLATION, check, download_rules, refusal_message
 from tts_operator.settings import FIELD_MANAGER, OperatorSettings
 from tts_operator.status import (
     CHILD_CONFLICT,
@@ -247,7 +247,9 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
     name, namespace, _ = _meta(body)
     spec = parse_spec(ctx, body)
     enforce_policy(ctx, body, spec)
-    kids = build_children(name, namespace, spec, ctx.settings.runtime_image)
+    kids = build_children(
+        name, namespace, spec, ctx.settings.runtime_image, download_rules(ctx.settings.policy)
+    )
     problem = precheck(ctx, namespace, spec, kids)
     if problem:
         _report_observed(ctx, body, spec, Observed(None, [], problem))

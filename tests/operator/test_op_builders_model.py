@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +14,18 @@ from typing import Any
 
 import pytest
 from builder_helpers import IMAGE, children, kind, pod, spec_of
-from tts_operator.builders.model import FETCH_CONTAINER, FETCH_SCRIPT, model_delivery
+from tts_operator.builders import build_children
+from tts_operator.builders.common import MODEL_MOUNT
+from tts_operator.builders.model import (
+    FETCH_COMMAND,
+    FETCH_CONTAINER,
+    DownloadRules,
+    byte_quantity,
+    model_delivery,
+)
+from tts_operator.status import pod_problem
+
+SHA = "ab" * 32
 
 
 def test_pvc_delivery_mounts_the_claim_read_only() -> None:
@@ -24,36 +35,66 @@ def test_pvc_delivery_mounts_the_claim_read_only() -> None:
     assert model_delivery("pvc://voices", IMAGE, {}).model_path == "/models"
 
 
-def test_http_delivery_downloads_in_an_init_container() -> None:
+def test_http_delivery_downloads_in_an_init_container_within_the_default_limits() -> None:
     spec = spec_of(model={"uri": "https://h/v/en.onnx"})
     p = pod(spec)
     [init] = p["initContainers"]
     assert init["name"] == FETCH_CONTAINER and init["image"] == IMAGE
-    # Kubernetes copies the log's tail (the script's failure line) into terminated.message.
+    # Kubernetes copies the log's tail (the fetch's failure line) into terminated.message.
     assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert "https://h/v/en.onnx" in init["command"]
-    assert {"name": "model", "emptyDir": {}} in p["volumes"]
-    data = kind(children(spec), "ConfigMap")["data"]
-    assert data["TTS_MODEL_PATH"] == "/models"
+    assert init["command"] == ["python3", "-m", "tts_runtime.fetch"]
+    assert init["args"] == [
+        "https://h/v/en.onnx", "/models",
+        "--max-bytes", str(2 << 30),  # policy.maxModelDownloadBytes' default, 2Gi
+        "--deadline-seconds", "900",
+    ]  # fmt: skip
+    # The download's disk is bounded: the cap plus a margin, so a node's disk cannot fill.
+    assert {"name": "model", "emptyDir": {"sizeLimit": "2112Mi"}} in p["volumes"]
+    data = kind(children(spec), "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tmp", "emptyDir": {}} in data
+    assert kind(children(spec), "ConfigMap")["data"]["TTS_MODEL_PATH"] == "/models"
 
 
-def test_fetch_script_downloads_model_and_config(tmp_path: Any) -> None:
-    """The init container's script, run for real against file:// URLs."""
-    import subprocess
-    import sys
+def test_the_fetch_carries_the_digests_and_the_policys_limits() -> None:
+    spec = spec_of(
+        model={"uri": "http://models.svc/v/en.onnx", "sha256": SHA.upper(), "configSha256": SHA}
+    )
+    rules = DownloadRules(
+        max_bytes=500 << 20, deadline_seconds=120, allow_http=True, allow_private_hosts=True
+    )
+    kids = build_children("voice", "speech", spec, IMAGE, rules)
+    template = kind(kids, "Deployment")["spec"]["template"]["spec"]
+    [init] = template["initContainers"]
+    assert init["args"] == [
+        "http://models.svc/v/en.onnx", "/models",
+        "--max-bytes", str(500 << 20), "--deadline-seconds", "120",
+        "--sha256", SHA, "--config-sha256", SHA,
+        "--allow-http", "--allow-private-hosts",
+    ]  # fmt: skip
+    assert {"name": "model", "emptyDir": {"sizeLimit": "564Mi"}} in template["volumes"]
 
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "v.onnx").write_bytes(b"onnx")
-    (src / "v.onnx.json").write_text("{}")
-    dest = tmp_path / "models"
-    dest.mkdir()
-    d = model_delivery("https://unused/v.onnx", IMAGE, {})
-    script = d.init_containers[0]["command"][2]
-    subprocess.run([sys.executable, "-c", script, (src / "v.onnx").as_uri(), str(dest)], check=True)
-    assert (dest / "model.onnx").read_bytes() == b"onnx"
-    assert (dest / "model.onnx.json").read_text() == "{}"
-    assert sorted(p.name for p in dest.iterdir()) == ["model.onnx", "model.onnx.json"]
+
+@pytest.mark.parametrize(
+    ("uri", "allow_http", "flag"),
+    [
+        ("https://h/v.onnx", True, False),  # nothing to allow: a redirect to http is refused
+        ("http://h/v.onnx", True, True),
+        ("http://h/v.onnx", False, False),  # the policy refuses it first; the fetch would too
+    ],
+)
+def test_allow_http_reaches_the_fetch_only_for_an_http_uri_the_policy_allows(
+    uri: str, allow_http: bool, flag: bool
+) -> None:
+    d = model_delivery(uri, IMAGE, {}, DownloadRules(allow_http=allow_http))
+    assert ("--allow-http" in d.init_containers[0]["args"]) is flag
+
+
+@pytest.mark.parametrize(
+    ("n", "quantity"),
+    [(2112 << 20, "2112Mi"), (3 << 30, "3Gi"), (3072, "3Ki"), (1536, "1536"), (1000, "1000")],
+)
+def test_byte_quantity_is_exact(n: int, quantity: str) -> None:
+    assert byte_quantity(n) == quantity
 
 
 @pytest.mark.parametrize(
@@ -68,9 +109,10 @@ def test_file_delivery_uses_host_path(uri: str, host: str, path: str) -> None:
     assert d.volume["hostPath"]["path"] == host and d.model_path == path
 
 
-# ---- FETCH_SCRIPT against a real HTTP server on 127.0.0.1 (no network beyond loopback) ----
+# ---- the init container as built, run against a real HTTP server on 127.0.0.1 ----
 
 FILES = {"/v/en.onnx": b"onnx-bytes", "/v/en.onnx.json": b'{"audio": {}}'}
+MODEL_SHA = hashlib.sha256(FILES["/v/en.onnx"]).hexdigest()
 
 
 class _Files(BaseHTTPRequestHandler):
@@ -94,7 +136,7 @@ class _Files(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     """http://127.0.0.1:PORT of a server started for this test on a free port."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -104,65 +146,85 @@ def server() -> Iterator[str]:
         thread.join(5)
 
 
-def fetch(uri: str, dest: Path) -> subprocess.CompletedProcess[str]:
-    """Run the init container's script as it runs in the pod (python3 -c SCRIPT URI DEST)."""
-    dest.mkdir(exist_ok=True)
+# What an in-cluster http model server needs from the policy (allowHttpModelUris,
+# allowPrivateModelHosts); 127.0.0.1 stands for the server's cluster address.
+IN_CLUSTER = DownloadRules(max_bytes=1 << 20, deadline_seconds=30, allow_http=True,
+                           allow_private_hosts=True)  # fmt: skip
+
+
+def run_init_container(
+    uri: str, dest: Path, rules: DownloadRules = IN_CLUSTER, sha256: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The model-fetch container's command and args as built, with this interpreter for the
+    image's python3 and `dest` for the emptyDir mount."""
+    [init] = model_delivery(uri, IMAGE, {}, rules, sha256).init_containers
+    assert init["command"] == FETCH_COMMAND
+    argv = [sys.executable, *init["command"][1:]]
+    argv += [str(dest) if a == MODEL_MOUNT else a for a in init["args"]]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    return subprocess.run(
-        [sys.executable, "-c", FETCH_SCRIPT, uri, str(dest)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
 
 
-def last_line(done: subprocess.CompletedProcess[str]) -> str:
-    return (done.stdout + done.stderr).strip().splitlines()[-1]
+def condition_message(done: subprocess.CompletedProcess[str]) -> str:
+    """What the TTSService's Degraded condition says when the pod's init container failed
+    with this output as its termination message (FallbackToLogsOnError)."""
+    pod = {
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": FETCH_CONTAINER,
+                    "state": {
+                        "terminated": {
+                            "exitCode": done.returncode,
+                            "message": done.stdout + done.stderr,
+                        }
+                    },
+                }
+            ]
+        }
+    }
+    problem = pod_problem([pod], "nvidia.com/gpu")
+    assert problem is not None and problem.reason == "ModelDownloadFailed"
+    return problem.message
 
 
-def test_fetch_script_downloads_both_files_over_http(server: str, tmp_path: Path) -> None:
-    done = fetch(f"{server}/v/en.onnx", tmp_path / "models")
+def test_the_init_container_downloads_both_files(server: str, tmp_path: Path) -> None:
+    dest = tmp_path / "models"
+    done = run_init_container(f"{server}/v/en.onnx", dest, sha256=MODEL_SHA)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
-        "model.onnx",
-        "model.onnx.json",
-    ]
-    assert (tmp_path / "models" / "model.onnx").read_bytes() == FILES["/v/en.onnx"]
-    assert (tmp_path / "models" / "model.onnx.json").read_bytes() == FILES["/v/en.onnx.json"]
-    assert last_line(done) == "model ready"
+    assert sorted(p.name for p in dest.iterdir()) == ["model.onnx", "model.onnx.json"]
+    assert (dest / "model.onnx").read_bytes() == FILES["/v/en.onnx"]
+    assert (dest / "model.onnx.json").read_bytes() == FILES["/v/en.onnx.json"]
+    assert done.stdout.strip().splitlines()[-1] == "model ready"
 
 
-def test_fetch_script_says_which_url_gave_an_http_error(server: str, tmp_path: Path) -> None:
-    done = fetch(f"{server}/v/missing.onnx", tmp_path / "models")
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert last_line(done) == (
-        f"model download failed: HTTP 404 Not Found for {server}/v/missing.onnx"
+def test_a_failed_download_says_why_in_the_condition(server: str, tmp_path: Path) -> None:
+    uri = f"{server}/v/missing.onnx"
+    done = run_init_container(uri, tmp_path / "models")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert condition_message(done) == (
+        f"1 pod(s) failed to download the model: HTTP 404 Not Found for {uri} "
+        "(see the model-fetch init container's logs)"
     )
-    assert not (tmp_path / "models" / "model.onnx").exists()
 
 
-def test_fetch_script_names_the_missing_config_file(server: str, tmp_path: Path) -> None:
-    FILES["/v/noconfig.onnx"] = b"onnx"
-    try:
-        done = fetch(f"{server}/v/noconfig.onnx", tmp_path / "models")
-    finally:
-        del FILES["/v/noconfig.onnx"]
+def test_a_wrong_digest_says_so_in_the_condition(server: str, tmp_path: Path) -> None:
+    uri = f"{server}/v/en.onnx"
+    done = run_init_container(uri, tmp_path / "models", sha256=SHA)
     assert done.returncode != 0
-    assert last_line(done) == (
-        f"model download failed: HTTP 404 Not Found for {server}/v/noconfig.onnx.json"
+    assert f"sha256 of model.onnx is {MODEL_SHA}, expected {SHA} for {uri}" in (
+        condition_message(done)
     )
-    assert not (tmp_path / "models" / "model.onnx.json").exists()
-
-
-def test_fetch_script_says_the_connection_was_refused(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port nothing listens on once this socket is closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}/v/en.onnx"
-    done = fetch(uri, tmp_path / "models")
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert last_line(done) == f"model download failed: connection refused for {uri}"
     assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_the_policy_defaults_refuse_an_in_cluster_http_server_in_the_pod_too(
+    server: str, tmp_path: Path
+) -> None:
+    """Should a spec get past the policy check, the fetch still refuses what the policy did
+    not allow: without --allow-http nothing is downloaded."""
+    uri = f"{server}/v/en.onnx"
+    done = run_init_container(uri, tmp_path / "models", DownloadRules())
+    assert done.returncode != 0
+    assert "plain http:// is not allowed" in condition_message(done)
+    assert not (tmp_path / "models" / "model.onnx").exists()

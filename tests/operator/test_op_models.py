@@ -100,3 +100,40 @@ def test_pre_stop_sleep_range(seconds: int, ok: bool) -> None:
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(ValidationError, match="extra"):
         TTSServiceSpec.model_validate({"model": URI, "replica": 2})
+
+
+# ---------------------------------------------------------------- model digests
+
+SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+@pytest.mark.parametrize("field", ["sha256", "configSha256"])
+def test_model_digests_are_64_hex_digits(field: str) -> None:
+    https = {"uri": "https://models.example.com/v/en.onnx"}
+    for good in (SHA, SHA.upper()):
+        spec = TTSServiceSpec.model_validate({"model": {**https, field: good}})
+        assert good in (spec.model.sha256, spec.model.config_sha256)
+    for bad in (SHA[:-1], SHA + "0", "g" * 64, f"sha256:{SHA}", ""):
+        with pytest.raises(ValidationError, match=field):
+            TTSServiceSpec.model_validate({"model": {**https, field: bad}})
+
+
+@pytest.mark.parametrize("uri", ["pvc://voices/en", "file:///srv/voices"])
+@pytest.mark.parametrize("field", ["sha256", "configSha256"])
+def test_model_digests_apply_to_downloads_only(uri: str, field: str) -> None:
+    """Nothing verifies a mounted model: a digest there would promise what is not checked."""
+    with pytest.raises(ValidationError, match="apply to http\\(s\\) URIs only"):
+        TTSServiceSpec.model_validate({"model": {"uri": uri, field: SHA}})
+    assert TTSServiceSpec.model_validate({"model": {"uri": uri}}).model.sha256 is None
+
+
+def test_model_digest_rules_reach_the_crd() -> None:
+    from tts_operator.crdgen import crd
+
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    model = schema["properties"]["spec"]["properties"]["model"]
+    assert model["properties"]["sha256"]["pattern"] == "^[0-9a-fA-F]{64}$"
+    assert model["properties"]["configSha256"]["pattern"] == "^[0-9a-fA-F]{64}$"
+    [rule] = model["x-kubernetes-validations"]
+    assert "self.uri.startsWith('https://')" in rule["rule"]
+    assert "has(self.sha256)" in rule["rule"] and "has(self.configSha256)" in rule["rule"]

@@ -9,14 +9,17 @@ from typing import Any
 import pytest
 from op_helpers import EXAMPLES, load_yaml
 from pydantic import ValidationError
+from tts_operator.builders.model import DownloadRules
 from tts_operator.models import TTSServiceSpec
 from tts_operator.policy import (
     Policy,
     Violation,
     chart_value,
     check,
+    download_rules,
     image_allowed,
     image_repository,
+    internal_host,
     refusal_message,
 )
 from tts_operator.settings import DEFAULT_RUNTIME_IMAGE, OperatorSettings
@@ -58,6 +61,8 @@ def test_default_settings_carry_the_safe_policy() -> None:
     assert policy.allowed_priority_classes == []
     assert policy.allowed_runtime_classes == []
     assert policy.allow_toleration_wildcards is False
+    assert policy.allow_http_model_uris is False
+    assert policy.allow_private_model_hosts is False
     for name in ("LD_PRELOAD", "PYTHONPATH", "TTS_MODEL_PATH", "NVIDIA_VISIBLE_DEVICES", "PATH"):
         assert violations(spec(runtime=env({"name": name, "value": "x"}))), name
 
@@ -108,6 +113,14 @@ def test_policy_reads_from_one_json_variable_with_the_chart_keys(
         {"allowedHostPaths": ["/srv/../etc"]},
         {"allowedEnvValueFrom": ["secretRef"]},
         {"allowedImagePrefixes": [""]},
+        {"maxModelDownloadBytes": "2 GB"},
+        {"maxModelDownloadBytes": "1.5Gi"},
+        {"maxModelDownloadBytes": 1000},  # under 1Mi
+        {"maxModelDownloadBytes": "2Ti"},  # over 1Ti
+        {"maxModelDownloadBytes": True},
+        {"modelDownloadDeadlineSeconds": 0},
+        {"modelDownloadDeadlineSeconds": 86_401},
+        {"allowHttpModelUri": True},  # a typo
     ],
 )
 def test_a_bad_policy_stops_the_operator_naming_the_key(
@@ -320,6 +333,152 @@ def test_toleration_wildcards_need_allowing_but_keyed_tolerations_pass() -> None
     assert v.allowed_by == "policy.allowTolerationWildcards"
     assert violations(spec(scheduling={"tolerations": [keyed]})) == []
     assert violations(s, Policy(allow_toleration_wildcards=True)) == []
+
+
+# ---------------------------------------------------------------- model downloads
+
+SHA = "0123456789abcdef" * 4
+
+
+def test_download_defaults_are_https_public_hosts_2gi_and_15_minutes() -> None:
+    policy = Policy()
+    assert policy.allow_http_model_uris is False
+    assert policy.allow_private_model_hosts is False
+    assert policy.require_model_sha256 is False
+    assert policy.max_model_download_bytes == 2 << 30
+    assert policy.model_download_deadline_seconds == 900
+    assert download_rules(policy) == DownloadRules(
+        max_bytes=2 << 30, deadline_seconds=900, allow_http=False, allow_private_hosts=False
+    )
+    assert violations(spec(model={"uri": "https://models.example.com/v/en.onnx"})) == []
+
+
+def test_plain_http_model_uris_need_allowing() -> None:
+    s = spec(model={"uri": "http://models.example.com/v/en.onnx"})
+    v = only(violations(s))
+    assert v.field == "spec.model.uri" and v.allowed_by == "policy.allowHttpModelUris"
+    assert "plain http://" in v.problem
+    assert violations(s, Policy(allow_http_model_uris=True)) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("localhost", "a loopback address"),
+        ("models.localhost", "a loopback address"),
+        ("[::1]", "a loopback address"),
+        ("10.0.0.7:8080", "a private address"),
+        ("192.168.1.20", "a private address"),
+        ("169.254.169.254", "a link-local address"),  # cloud metadata
+        ("[::ffff:169.254.169.254]", "a link-local address"),
+        ("0.0.0.0", "an unspecified address"),
+        ("100.64.0.1", "a non-public address"),
+    ],
+)
+def test_model_hosts_at_internal_addresses_need_allowing(host: str, problem: str) -> None:
+    s = spec(model={"uri": f"https://{host}/v/en.onnx"})
+    v = only(violations(s))
+    assert v.field == "spec.model.uri" and v.allowed_by == "policy.allowPrivateModelHosts"
+    assert v.problem.endswith(f"is {problem}"), v.problem
+    assert violations(s, Policy(allow_private_model_hosts=True)) == []
+
+
+@pytest.mark.parametrize(
+    "host", ["8.8.8.8", "huggingface.co", "models.tts.svc.cluster.local", "[2606:4700::1111]"]
+)
+def test_names_and_public_addresses_pass_the_check_the_pod_repeats(host: str) -> None:
+    """A name is not resolved by the operator (its DNS is not the pods'): the download
+    checks every address it resolves to, in the pod (tests/runtime/test_fetch.py)."""
+    assert violations(spec(model={"uri": f"https://{host}/v/en.onnx"})) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("localhost", "a loopback address"),
+        ("models.localhost.", "a loopback address"),
+        ("127.0.0.1", "a loopback address"),
+        ("169.254.169.254", "a link-local address"),  # cloud metadata
+        ("::ffff:10.0.0.1", "a private address"),
+        ("8.8.8.8", None),
+        ("models.example.com", None),  # a name: checked in the pod, after resolving
+    ],
+)
+def test_the_operator_judges_literal_hosts_with_the_downloads_rule(
+    host: str, why: str | None
+) -> None:
+    assert internal_host(host) == why
+
+
+def test_a_required_sha256_is_asked_of_http_uris_only() -> None:
+    required = Policy(require_model_sha256=True)
+    s = spec(model={"uri": "https://models.example.com/v/en.onnx"})
+    v = only(violations(s, required))
+    assert v.field == "spec.model.sha256" and v.allowed_by == "policy.requireModelSha256"
+    assert violations(s) == []
+    pinned = spec(model={"uri": "https://models.example.com/v/en.onnx", "sha256": SHA})
+    assert violations(pinned, required) == []
+    assert violations(spec(), required) == []  # a pvc:// model downloads nothing
+
+
+def test_all_download_refusals_of_one_spec_are_named() -> None:
+    s = spec(model={"uri": "http://10.0.0.5/v/en.onnx"})
+    found = violations(s, Policy(require_model_sha256=True))
+    assert [(v.field, v.allowed_by) for v in found] == [
+        ("spec.model.uri", "policy.allowHttpModelUris"),
+        ("spec.model.uri", "policy.allowPrivateModelHosts"),
+        ("spec.model.sha256", "policy.requireModelSha256"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (3 << 30, 3 << 30),
+        ("2Gi", 2 << 30),
+        ("512Mi", 512 << 20),
+        ("500M", 500_000_000),
+        ("1Ti", 1 << 40),
+        (" 64Mi ", 64 << 20),
+    ],
+)
+def test_the_download_cap_takes_bytes_or_a_quantity(given: Any, expected: int) -> None:
+    policy = Policy.model_validate({"maxModelDownloadBytes": given})
+    assert policy.max_model_download_bytes == expected
+    assert download_rules(policy).max_bytes == expected
+
+
+def test_the_reconcile_hands_the_policys_download_rules_to_the_pods() -> None:
+    """From TTS_OPERATOR_POLICY to the init container's arguments and the emptyDir."""
+    from fake_kube import FakeKube
+    from op_helpers import tts_body
+    from tts_operator.reconcile import Context, reconcile
+
+    policy = Policy.model_validate(
+        {
+            "allowHttpModelUris": True,
+            "allowPrivateModelHosts": True,
+            "requireModelSha256": True,
+            "maxModelDownloadBytes": "1Gi",
+            "modelDownloadDeadlineSeconds": 300,
+        }
+    )
+    kube = FakeKube()
+    body = tts_body({"model": {"uri": "http://models.speech.svc:8080/v/en.onnx", "sha256": SHA}})
+    kube.add(body)
+    settings = OperatorSettings(runtime_image="rt:1", policy=policy)
+    reconcile(Context(kube=kube, settings=settings, events=lambda *a: None), body)
+    deployment = kube.find("Deployment", "speech", "voice")
+    assert deployment is not None
+    template = deployment["spec"]["template"]["spec"]
+    [init] = template["initContainers"]
+    assert init["args"] == [
+        "http://models.speech.svc:8080/v/en.onnx", "/models",
+        "--max-bytes", str(1 << 30), "--deadline-seconds", "300", "--sha256", SHA,
+        "--allow-http", "--allow-private-hosts",
+    ]  # fmt: skip
+    assert {"name": "model", "emptyDir": {"sizeLimit": "1088Mi"}} in template["volumes"]
 
 
 # ---------------------------------------------------------------- the message

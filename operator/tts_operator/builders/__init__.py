@@ -8,7 +8,7 @@ from tts_operator.builders.common import Manifest, content_hash
 from tts_operator.builders.configmap import build_configmap
 from tts_operator.builders.deployment import CONTAINER_SECURITY_CONTEXT, build_deployment
 from tts_operator.builders.hpa import build_hpa
-from tts_operator.builders.model import ModelDelivery, model_delivery
+from tts_operator.builders.model import DownloadRules, ModelDelivery, model_delivery
 from tts_operator.builders.pdb import build_pdb
 from tts_operator.builders.service import build_service
 from tts_operator.models import TTSServiceSpec
@@ -32,9 +32,24 @@ class Children:
     delivery: ModelDelivery | None = None
 
 
-def build_children(name: str, namespace: str, spec: TTSServiceSpec, default_image: str) -> Children:
+def build_children(
+    name: str,
+    namespace: str,
+    spec: TTSServiceSpec,
+    default_image: str,
+    download: DownloadRules | None = None,
+) -> Children:
+    """`download`: what the policy lets an http(s) model download do (policy.download_rules;
+    None: the policy's defaults)."""
     image = spec.runtime.image or default_image
-    delivery = model_delivery(spec.model.uri, image, CONTAINER_SECURITY_CONTEXT)
+    delivery = model_delivery(
+        spec.model.uri,
+        image,
+        CONTAINER_SECURITY_CONTEXT,
+        download,
+        spec.model.sha256,
+        spec.model.config_sha256,
+    )
     configmap = build_configmap(name, namespace, spec, delivery)
     desired = [
         configmap,

@@ -11,31 +11,68 @@ from tts_operator.builders.common import MODEL_MOUNT, Manifest
 
 VOLUME = "model"
 FETCH_CONTAINER = "model-fetch"
+# The init container runs the runtime package's downloader with the runtime image's python3
+# (its venv is first on the image's PATH): https only unless allowed, size cap, sha256, one
+# overall deadline, safe redirects (runtime/tts_runtime/fetch.py). It writes model.onnx and
+# model.onnx.json atomically; a failure ends with one line saying what went wrong (the
+# pod's termination message, which status.py reports as ModelDownloadFailed).
+FETCH_COMMAND = ["python3", "-m", "tts_runtime.fetch"]
+MI = 1 << 20
+GI = 1 << 30
+DEFAULT_MAX_DOWNLOAD_BYTES = 2 * GI
+DEFAULT_DOWNLOAD_DEADLINE_SECONDS = 900
+# What the emptyDir may hold beyond the download cap (filesystem blocks, the json config is
+# inside the cap already): its sizeLimit is cap + margin, so the kubelet evicts a pod whose
+# download somehow got past the cap before the node's disk fills.
+EMPTYDIR_MARGIN_BYTES = 64 * MI
 
-# Runs in the runtime image (it has python3): download URI and URI.json next to each other,
-# atomically (a half-written model never looks complete), then exit. A failure ends with one
-# line saying what went wrong (the pod's termination message, which status.py reports).
-FETCH_SCRIPT = """\
-import os, shutil, sys, urllib.error, urllib.request
-uri, dest = sys.argv[1], sys.argv[2]
-for src, name in ((uri, "model.onnx"), (uri + ".json", "model.onnx.json")):
-    part = os.path.join(dest, name + ".part")
-    print(f"fetching {src}", flush=True)
-    try:
-        with urllib.request.urlopen(src, timeout=60) as rsp, open(part, "wb") as out:
-            shutil.copyfileobj(rsp, out, 1 << 20)
-    except urllib.error.HTTPError as e:
-        why = f"HTTP {e.code} {e.reason}"
-    except Exception as e:
-        r = getattr(e, "reason", e)
-        why = ("connection refused" if isinstance(r, ConnectionRefusedError)
-               else "timed out" if isinstance(r, TimeoutError) else f"{r}" or type(r).__name__)
-    else:
-        os.replace(part, os.path.join(dest, name))
-        continue
-    sys.exit(f"model download failed: {why} for {src}")
-print("model ready", flush=True)
-"""
+
+@dataclass(frozen=True)
+class DownloadRules:
+    """What the operator's policy lets a model download do (policy.download_rules)."""
+
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+    """Most bytes downloaded in all (model.onnx and model.onnx.json)."""
+    deadline_seconds: int = DEFAULT_DOWNLOAD_DEADLINE_SECONDS
+    """The whole download's deadline."""
+    allow_http: bool = False
+    """A plain http:// URI may be downloaded (the fetch refuses one otherwise)."""
+    allow_private_hosts: bool = False
+    """The URI's host may be a loopback, private or link-local address."""
+
+
+def byte_quantity(n: int) -> str:
+    """Bytes as a Kubernetes quantity, exactly (2214592512 -> "2112Mi")."""
+    for suffix, unit in (("Gi", GI), ("Mi", MI), ("Ki", 1 << 10)):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def fetch_args(
+    uri: str,
+    rules: DownloadRules,
+    sha256: str | None = None,
+    config_sha256: str | None = None,
+) -> list[str]:
+    """The downloader's arguments for one model URI."""
+    args = [
+        uri,
+        MODEL_MOUNT,
+        "--max-bytes",
+        str(rules.max_bytes),
+        "--deadline-seconds",
+        str(rules.deadline_seconds),
+    ]
+    if sha256:
+        args += ["--sha256", sha256.lower()]
+    if config_sha256:
+        args += ["--config-sha256", config_sha256.lower()]
+    if rules.allow_http and urlsplit(uri).scheme == "http":
+        args.append("--allow-http")
+    if rules.allow_private_hosts:
+        args.append("--allow-private-hosts")
+    return args
 
 
 @dataclass(frozen=True)
@@ -64,7 +101,16 @@ def file_mount(uri: str) -> tuple[str, str]:
     return path, MODEL_MOUNT
 
 
-def model_delivery(uri: str, image: str, security_context: dict[str, Any]) -> ModelDelivery:
+def model_delivery(
+    uri: str,
+    image: str,
+    security_context: dict[str, Any],
+    rules: DownloadRules | None = None,
+    sha256: str | None = None,
+    config_sha256: str | None = None,
+) -> ModelDelivery:
+    """How the model at `uri` reaches the pod; `rules` and the digests shape an http(s)
+    download (default rules: the policy's defaults)."""
     parts = urlsplit(uri)
     if parts.scheme == "pvc":
         sub = parts.path.strip("/")
@@ -79,11 +125,13 @@ def model_delivery(uri: str, image: str, security_context: dict[str, Any]) -> Mo
             claim=parts.netloc,
         )
     if parts.scheme in ("http", "https"):
+        rules = rules or DownloadRules()
         fetch = {
             "name": FETCH_CONTAINER,
             "image": image,
-            "command": ["python3", "-c", FETCH_SCRIPT, uri, MODEL_MOUNT],
-            # On a failure Kubernetes copies the log's tail (the script's last line says why)
+            "command": list(FETCH_COMMAND),
+            "args": fetch_args(uri, rules, sha256, config_sha256),
+            # On a failure Kubernetes copies the log's tail (the fetch's last line says why)
             # into the container's terminated.message, where pod_problem finds it.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": VOLUME, "mountPath": MODEL_MOUNT}],
@@ -93,7 +141,10 @@ def model_delivery(uri: str, image: str, security_context: dict[str, Any]) -> Mo
         return ModelDelivery(
             scheme=parts.scheme,
             model_path=MODEL_MOUNT,
-            volume={"name": VOLUME, "emptyDir": {}},
+            volume={
+                "name": VOLUME,
+                "emptyDir": {"sizeLimit": byte_quantity(rules.max_bytes + EMPTYDIR_MARGIN_BYTES)},
+            },
             read_only=True,
             init_containers=[fetch],
         )
