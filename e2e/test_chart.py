@@ -139,8 +139,10 @@ def test_install_upgrade_uninstall_leaves_only_the_kept_crd(
     assert deployment["status"].get("readyReplicas") == 1  # --wait saw the (kwok) pod Ready
     objects = helm.manifest(release, namespace)
     kinds = sorted(o["kind"] for o in objects)
-    for kind in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "ServiceAccount"):
+    # The default scope: the release namespace only, nothing cluster-scoped but the CRD.
+    for kind in ("Role", "RoleBinding", "KopfPeering", "ServiceAccount"):
         assert kind in kinds
+    assert not {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} & set(kinds), kinds
     crd = _kubectl_json(cluster, "get", "crd", CRD_NAME)
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     notes = helm("get", "notes", release, "-n", namespace).stdout
@@ -356,7 +358,7 @@ def chart_operator(
     peering = "tts-rbac-e2e"
     helm.install(
         release, namespace, "--create-namespace", "--set", "replicaCount=0",
-        "--set", f"peering.name={peering}",
+        "--set", "scope=cluster", "--set", f"peering.name={peering}",
     )  # fmt: skip
     kubeconfig = _token_kubeconfig(
         cluster, f"{release}-tts-operator", namespace,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,16 +39,29 @@ def split_image(name: str) -> tuple[str, str]:
     return repository, tag
 
 
-def chart_values(images: Images, replicas: int = 2, create_peering: bool = True) -> dict[str, Any]:
-    """Chart defaults except where the images come from (and the real node's toleration)."""
+def chart_values(
+    images: Images,
+    replicas: int = 2,
+    create_peering: bool = True,
+    policy: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Chart defaults except where the images come from (and the real node's toleration), and
+    the scope: the e2e scenarios and the demo make TTSServices in namespaces created after the
+    install (one per test), which the chart's default, the release namespace only, would not
+    serve. So this installation is cluster-wide, and joins the ClusterKopfPeering a host
+    operator of the same session uses. `policy` overrides chart values under policy.*."""
     repository, tag = split_image(images.operator.name)
-    return {
+    values: dict[str, Any] = {
+        "scope": "cluster",
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "replicaCount": replicas,
         "operator": {"defaultRuntimeImage": images.runtime.name},
         "tolerations": [REAL_NODE_TOLERATION],
         "peering": {"create": create_peering},
     }
+    if policy:
+        values["policy"] = dict(policy)
+    return values
 
 
 def helm(cluster: LocalCluster, *args: str, timeout: float = 300) -> str:
@@ -69,12 +83,13 @@ def install_operator(
     *,
     replicas: int = 2,
     create_peering: bool = True,
+    policy: Mapping[str, Any] | None = None,
     release: str = RELEASE,
     namespace: str = RELEASE_NAMESPACE,
 ) -> str:
     """`helm upgrade --install` the chart, waiting until its operator pods are Ready."""
     values = cluster.workdir / f"{release}-values.json"
-    values.write_text(json.dumps(chart_values(images, replicas, create_peering), indent=2))
+    values.write_text(json.dumps(chart_values(images, replicas, create_peering, policy), indent=2))
     return helm(
         cluster,
         "upgrade", "--install", release, str(CHART),

@@ -79,6 +79,10 @@ def test_schema_is_closed_wherever_the_chart_defines_the_keys() -> None:
         ".monitoring.podMonitor",
         ".keda",
         ".grafana",
+        ".networkPolicy",
+        ".networkPolicy.operator",
+        ".networkPolicy.operator.egress",
+        ".networkPolicy.runtime",
     ]:
         assert path in closed, f"{path or 'top level'} accepts unknown keys"
 
@@ -110,6 +114,23 @@ def test_every_value_is_in_the_schema() -> None:
         (["--set-json", 'policy.allowedHostPaths=["/srv/../etc"]'], "allowedHostPaths"),
         (["--set-json", 'policy.allowedEnvValueFrom=["secretRef"]'], "allowedEnvValueFrom"),
         (["--set", "policy.allowedImagePrefixes=ghcr.io/acme/"], "allowedImagePrefixes"),
+        (["--set", "policy.allowHttpModelUri=true"], "allowHttpModelUri"),
+        (["--set", "policy.maxModelDownloadBytes=2GB"], "maxModelDownloadBytes"),
+        (["--set", "policy.maxModelDownloadBytes=1000"], "maxModelDownloadBytes"),
+        (["--set", "policy.modelDownloadDeadlineSeconds=0"], "modelDownloadDeadlineSeconds"),
+        (["--set-json", 'policy.requireModelSha256="yes"'], "requireModelSha256"),
+        (["--set", "scope=Namespaced"], "scope"),
+        (["--set", "networkPolicy.runtime.enable=true"], "enable"),
+        # A peer key the API server would drop, leaving a selector that selects everything.
+        (
+            ["--set-json", 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabel":{}}}]'],
+            "matchLabel",
+        ),
+        (["--set-json", "networkPolicy.runtime.clientsFrom=[{}]"], "clientsFrom"),
+        (["--set-json", 'networkPolicy.runtime.extraIngress=[{"form":[]}]'], "form"),
+        (["--set", "networkPolicy.operator.egress.apiServerCIDRs={10.0.0.1}"], "apiServerCIDRs"),
+        (["--set-json", "networkPolicy.operator.egress.apiServerPorts=[]"], "apiServerPorts"),
+        (["--set", "networkPolicy.runtime.namespaces={Voices}"], "namespaces"),
     ],
 )
 def test_schema_rejects_typos_and_wrong_types(helm: Helm, args: list[str], expected: str) -> None:

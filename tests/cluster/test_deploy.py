@@ -90,6 +90,15 @@ def test_chart_values_use_the_local_images_and_never_pull() -> None:
     assert deploy.chart_values(_images(), create_peering=False)["peering"]["create"] is False
 
 
+def test_chart_values_serve_namespaces_made_after_the_install() -> None:
+    """The e2e scenarios and the demo create TTSServices in fresh namespaces; the chart's
+    default scope serves its own namespace only, so the local install asks for cluster scope."""
+    assert DEFAULTS["scope"] == "namespaced"
+    values = deploy.chart_values(_images())
+    assert values["scope"] == "cluster"
+    assert _merged(values)["scope"] == "cluster"
+
+
 def test_chart_values_tolerate_the_real_node_taint() -> None:
     (toleration,) = deploy.chart_values(_images())["tolerations"]
     assert toleration["operator"] == "Equal"
