@@ -16,7 +16,17 @@ INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 RTF_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 
-REQUEST_STATUSES = ("ok", "bad_request", "queue_full", "timeout", "draining", "error")
+# cancelled: the client disconnected, or stopped reading for TTS_WRITE_TIMEOUT_S, before
+# the request's last byte; its segments not yet started were dropped.
+REQUEST_STATUSES = (
+    "ok",
+    "bad_request",
+    "queue_full",
+    "timeout",
+    "draining",
+    "error",
+    "cancelled",
+)
 
 
 class RuntimeMetrics:
@@ -27,7 +37,8 @@ class RuntimeMetrics:
         r = self.registry
         self.requests = Counter(
             "tts_requests",
-            "Speech requests by outcome (ok, bad_request, queue_full, timeout, draining, error).",
+            "Speech requests by outcome (ok, bad_request, queue_full, timeout, draining, error, "
+            "cancelled).",
             ["status"],
             registry=r,
         )
@@ -91,3 +102,36 @@ def average_queue_wait(
     """The HPA signal between two scrapes, as the documented PromQL computes it:
     rate(sum) / clamp_min(rate(count), 1e-9). Idle (no new segments) gives 0, never NaN."""
     return (sum_after - sum_before) / max(count_after - count_before, 1e-9)
+
+
+CONNECTION_CLOSE_REASONS = (
+    "over_limit",
+    "evicted",
+    "probes_only",
+    "header_timeout",
+    "body_timeout",
+)
+
+
+class ConnectionMetrics:
+    """tts_connections*: the listener's connection limit and request deadlines at work
+    (tts_runtime.connections), on the app's registry."""
+
+    def __init__(self, registry: CollectorRegistry, max_connections: int) -> None:
+        self.open = Gauge("tts_connections", "Client connections open now.", registry=registry)
+        self.limit = Gauge(
+            "tts_connections_max",
+            "Connection limit (TTS_MAX_CONNECTIONS, as fitted under the open-file limit).",
+            registry=registry,
+        )
+        self.limit.set(max_connections)
+        self.closed = Counter(
+            "tts_connections_closed",
+            "Connections the server closed to protect itself, by reason: over_limit, "
+            "evicted (idle, to make room), probes_only (503 beyond the limit), "
+            "header_timeout, body_timeout.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in CONNECTION_CLOSE_REASONS:
+            self.closed.labels(reason=reason)

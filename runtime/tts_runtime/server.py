@@ -5,6 +5,12 @@ requests 503 while the listener stays open (Kubernetes needs a moment to take
 the pod out of its endpoints); once every accepted request has sent its last
 byte, or the drain timeout passes, uvicorn shuts down and the process exits 0.
 A second signal stops at once.
+
+Connections: the process's open-file limit is raised to its hard limit, the
+listener caps open connections under it (connections.py), and each request's
+head and body must arrive within a deadline (http_protocol.py), so idle or
+slow clients can neither starve the probes nor hold a drain. Repeated log
+lines are rate-limited (log_limit.py), so a flood of them cannot swamp the loop.
 """
 
 from __future__ import annotations
@@ -14,26 +20,46 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
 
 from tts_runtime.app import Runtime, StartupError, create_app
+from tts_runtime.connections import (
+    PROBE_RESERVE,
+    ConnectionGuard,
+    ConnectionLimitError,
+    GuardedListener,
+    fit_connection_limit,
+    raise_open_file_limit,
+)
 from tts_runtime.errors import ModelLoadError
+from tts_runtime.http_protocol import RequestDeadlines, protocol_class
+from tts_runtime.log_limit import RepeatLimitFilter, limit_repeats
+from tts_runtime.metrics import ConnectionMetrics
 from tts_runtime.settings import RuntimeSettings
 
 log = logging.getLogger("tts_runtime.server")
 
 EXIT_MODEL_ERROR = 2
+EXIT_USAGE = 2
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn.Server whose exit signal starts a drain instead of an immediate stop."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        runtime: Runtime,
+        drain_timeout_s: float,
+        log_limits: Sequence[RepeatLimitFilter] = (),
+    ) -> None:
         super().__init__(config)
         self._runtime = runtime
         self._drain_timeout_s = drain_timeout_s
+        self._log_limits = log_limits
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -42,6 +68,12 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # once a second: summarise a flood of log lines that stopped
+            for repeat_filter in self._log_limits:
+                repeat_filter.flush()
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded in uvicorn's captured signals: uvicorn would re-raise it after
@@ -73,17 +105,24 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str) -> list[RepeatLimitFilter]:
+    """Log to stderr, each handler rate-limiting repeated lines; the filters installed."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    return [limit_repeats(handler) for handler in logging.getLogger().handlers]
 
 
 def serve(settings: RuntimeSettings) -> int:
     """Load the model and serve until drained; the process exit code."""
-    configure_logging(settings.log_level)
+    log_limits = configure_logging(settings.log_level)
+    try:
+        max_connections = fit_connection_limit(settings.max_connections, raise_open_file_limit())
+    except ConnectionLimitError as exc:
+        print(f"tts-runtime: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # Imported here: onnxruntime is heavy and only `serve` needs it.
     from tts_runtime.engine import OnnxEngine
 
@@ -95,6 +134,13 @@ def serve(settings: RuntimeSettings) -> int:
     except (ModelLoadError, StartupError) as exc:
         print(f"tts-runtime: {exc}", file=sys.stderr)
         return EXIT_MODEL_ERROR
+    runtime: Runtime = app.state.runtime
+    guard = ConnectionGuard(
+        max_connections, ConnectionMetrics(runtime.metrics.registry, max_connections)
+    )
+    deadlines = RequestDeadlines(
+        settings.header_timeout_s, settings.body_timeout_s, settings.pod_name
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -104,10 +150,28 @@ def serve(settings: RuntimeSettings) -> int:
         access_log=settings.log_level == "debug",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=5,  # uvicorn's default: idle between requests, then closed
+        # uvicorn's own limit_concurrency is not used: it answers 503 to the probes too,
+        # and still accepts (and holds) every socket.
+        http=protocol_class(guard, deadlines),
+        ws="none",  # no WebSocket routes; an upgrade would take the socket from the guard
+        loop="asyncio",  # the listener's accept hook needs asyncio's loop (uvloop's is in C)
         log_config=None,  # keep the logging set up above
     )
-    server = DrainingServer(config, app.state.runtime, settings.drain_timeout_s)
-    server.run()
+    listener = GuardedListener(config.bind_socket(), guard)  # exits 3 if it cannot bind
+    log.info(
+        "at most %d connections (+%d for probes); request head within %g s, body within %g s",
+        max_connections,
+        PROBE_RESERVE,
+        settings.header_timeout_s,
+        settings.body_timeout_s,
+    )
+    server = DrainingServer(config, runtime, settings.drain_timeout_s, log_limits)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        for repeat_filter in log_limits:
+            repeat_filter.flush(everything=True)
     if not server.started:
         return 1
     return 0

@@ -77,11 +77,49 @@ class RuntimeSettings(BaseSettings):
     max_queue_delay_ms: float = Field(default=10.0, ge=0, le=10_000)
     max_queue_size: int = Field(default=256, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    write_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest one write of a speech response may wait for the client to "
+        "read; past it the response is dropped and counted cancelled.",
+    )
+    max_audio_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="Most seconds of audio one request may produce: a stream ends there, "
+        "a whole response gets 400 audio_too_long. Bounds what one request holds (float32 "
+        "samples at the model's rate) and the engine time it takes.",
+    )
     max_input_chars: int = Field(default=4096, ge=1)
     max_segment_chars: int = Field(default=400, ge=16)
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     drain_timeout_s: float = Field(default=25.0, ge=0)
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Most client connections open at once; at the limit the connection "
+        "waiting longest for its first request is closed to make room, and a few more are "
+        "kept for /healthz, /readyz and /metrics. Lowered at start to fit under the "
+        "open-file limit.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Longest a connection may take to send a request head (from when it "
+        "opens or its last response went out); then 408 and close.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Longest a request body may take to arrive after its head (then 408 "
+        "and close).",
+    )
     api_docs: bool = Field(
         default=False,
         description="Serve /docs, /redoc and /openapi.json (the docs pages load their "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -21,6 +22,18 @@ from tts_runtime.engine import OnnxEngine
 from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
 from tts_runtime.text import TextFrontEnd
 from tts_runtime.voice import VoiceConfig
+
+
+def metric_value(base: str, name: str, **labels: str) -> float:
+    """One sample of the runtime's /metrics at `base`, chosen by name and exact labels."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    wanted = name
+    if labels:
+        wanted += "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{wanted} not in /metrics")
 
 
 def free_port() -> int:
@@ -146,10 +159,22 @@ def runtime_env(model_path: Path, port: int, **settings: str) -> dict[str, str]:
     return env
 
 
-def start_runtime(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_runtime(
+    env: Mapping[str, str], log: Path, *, open_files: int | None = None
+) -> subprocess.Popen[bytes]:
     """`tts-runtime serve` in the background, its output in `log` (a file, so a chatty
-    server can never block on a full pipe)."""
+    server can never block on a full pipe). `open_files` sets its RLIMIT_NOFILE (soft
+    and hard), as a container runtime would."""
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with log.open("wb") as out:
         return subprocess.Popen(
-            runtime_command("serve"), env=dict(env), stdout=out, stderr=subprocess.STDOUT
+            runtime_command("serve"),
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit_files if open_files is not None else None,
         )
