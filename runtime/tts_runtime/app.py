@@ -11,16 +11,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -52,6 +51,7 @@ from tts_runtime.text import TextFrontEnd, split_sentences
 from tts_runtime.voice import VoiceConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd")
 WARM_UP_TEXT = "Warm up."
@@ -64,6 +64,12 @@ POD_HEADER = "X-TTS-Pod"
 MAX_JSON_DEPTH = 32
 # A JSON string (an unterminated one runs to the end): its brackets do not nest.
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)', re.DOTALL)
+# A whole response goes out in pieces of this size (asyncio's default write buffer
+# limit), each under the write timeout: a client that stops reading holds about one
+# piece in the connection, not the whole body.
+WRITE_PIECE_BYTES = 64 * 1024
+# nginx's "client closed request": never seen by the client, only counted (cancelled).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ServedEngine(SynthesisEngine, Protocol):
@@ -131,6 +137,7 @@ class Runtime:
         self.formats = audio.available_formats()
         self.front_end = TextFrontEnd(engine.config)
         self.empty_ids = self.front_end.phoneme_ids("")
+        self.max_audio_samples = int(settings.max_audio_seconds * engine.sample_rate)
         self.metrics = RuntimeMetrics(max_batch_size=settings.max_batch_size)
         self.metrics.set_model(settings.model_name, engine.provider, engine.precision)
         self.batcher = Batcher(
@@ -408,7 +415,12 @@ def _draining_error() -> ApiError:
     )
 
 
-_STATUS_LABELS = {429: "queue_full", 504: "timeout", 503: "draining"}
+_STATUS_LABELS = {
+    429: "queue_full",
+    504: "timeout",
+    503: "draining",
+    CLIENT_CLOSED_REQUEST: "cancelled",
+}
 
 
 def _status_label(code: int) -> str:
@@ -417,83 +429,214 @@ def _status_label(code: int) -> str:
     return _STATUS_LABELS.get(code, "bad_request" if code < 500 else "error")
 
 
+def _audio_too_long(settings: RuntimeSettings) -> ApiError:
+    return ApiError(
+        400,
+        f"this input makes more than {settings.max_audio_seconds:g} s of audio at this "
+        "speed, the most one request may produce (TTS_MAX_AUDIO_SECONDS); send shorter "
+        "input or a higher speed",
+        param="input",
+        code="audio_too_long",
+    )
+
+
 async def _speech(request: Request, runtime: Runtime) -> Response:
     if runtime.draining:
         raise _draining_error()
     release = runtime.in_flight.enter()
-    handed_to_stream = False
+    response: Response | None = None
     try:
-        plan = await _plan(runtime, await _parse(request, runtime))
-        try:
-            jobs = runtime.batcher.submit(
-                plan.items,
-                plan.scales,
-                timeout_s=runtime.settings.request_timeout_s,
-                in_order=plan.stream,
-            )
-        except Exception as exc:
-            raise _batcher_error(exc) from None
-        if not plan.stream:
-            return await _whole(runtime, plan, jobs)
-        response = await _stream(runtime, plan, jobs, release)
-        handed_to_stream = True  # the stream releases when its last byte is sent
+        speech_request = await _parse(request, runtime)
+        response = await _cancel_on_disconnect(request, _respond(runtime, speech_request, release))
         return response
     finally:
-        if not handed_to_stream:
+        if not isinstance(response, _AudioResponse):  # that one releases after its last byte
             release()
 
 
-async def _await_all(runtime: Runtime, jobs: list[Job]) -> list[Audio]:
-    audios = []
+async def _cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """`work`, unless the client disconnects first: then `work` is cancelled, which drops
+    its segments not yet started, and the request ends as 499 (counted `cancelled`)."""
+    task = asyncio.create_task(work)
+    gone = asyncio.create_task(_until_disconnected(request))
     try:
-        for job in jobs:
-            audios.append(await runtime.batcher.result(job))
-    except (DeadlineExceededError, SynthesisFailedError, BatcherStoppedError) as exc:
-        runtime.batcher.abandon(jobs)
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+        if task.cancelled():
+            log.info("client disconnected before its audio was ready; request cancelled")
+            raise ApiError(CLIENT_CLOSED_REQUEST, "client disconnected", code="client_disconnected")
+        return task.result()
+    finally:
+        gone.cancel()
+        task.cancel()  # no-op once done; else this handler itself is being cancelled
+
+
+async def _until_disconnected(request: Request) -> None:
+    # The body is read: the server's next message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _respond(
+    runtime: Runtime, request: SpeechRequest, release: Callable[[], None]
+) -> _AudioResponse:
+    plan = await _plan(runtime, request)
+    try:
+        jobs = runtime.batcher.submit(
+            plan.items,
+            plan.scales,
+            timeout_s=runtime.settings.request_timeout_s,
+            in_order=plan.stream,
+        )
+    except Exception as exc:
         raise _batcher_error(exc) from None
+    try:
+        if plan.stream:
+            return await _stream(runtime, plan, jobs, release)
+        return await _whole(runtime, plan, jobs, release)
+    except BaseException:  # failed, too long or cancelled: drop what has not started
+        runtime.batcher.abandon(jobs)
+        raise
+
+
+async def _await_all(runtime: Runtime, jobs: list[Job]) -> list[Audio]:
+    """Each job's audio, in order; 400 once they add up to more than the audio cap."""
+    audios: list[Audio] = []
+    samples = 0
+    for job in jobs:
+        try:
+            segment = await runtime.batcher.result(job)
+        except (DeadlineExceededError, SynthesisFailedError, BatcherStoppedError) as exc:
+            raise _batcher_error(exc) from None
+        samples += len(segment)
+        if samples > runtime.max_audio_samples:
+            raise _audio_too_long(runtime.settings)
+        audios.append(segment)
     return audios
 
 
-async def _whole(runtime: Runtime, plan: _Plan, jobs: list[Job]) -> Response:
+@dataclass
+class _Delivery:
+    """How one response's body ended, settled when the response closes: the outcome is
+    counted, segments not yet started are dropped, the request leaves the drain's count."""
+
+    runtime: Runtime
+    jobs: list[Job]
+    release: Callable[[], None]
+    outcome: str = "cancelled"  # unless the body ends otherwise: the client went away
+
+    def close(self) -> None:
+        self.runtime.metrics.requests.labels(status=self.outcome).inc()
+        self.runtime.batcher.abandon(self.jobs)
+        self.release()
+
+
+async def _whole(
+    runtime: Runtime, plan: _Plan, jobs: list[Job], release: Callable[[], None]
+) -> _AudioResponse:
     audios = await _await_all(runtime, jobs)
     joined = np.concatenate(audios) if len(audios) > 1 else audios[0]
     body = await run_in_threadpool(
         audio.encode, joined, runtime.engine.sample_rate, plan.response_format
     )
-    return Response(body, media_type=audio.MEDIA_TYPES[plan.response_format])
+    delivery = _Delivery(runtime, jobs, release)
+
+    async def pieces() -> AsyncGenerator[bytes, None]:
+        for start in range(0, len(body), WRITE_PIECE_BYTES):
+            yield body[start : start + WRITE_PIECE_BYTES]
+        delivery.outcome = "ok"
+
+    return _AudioResponse(
+        pieces(),
+        delivery,
+        media_type=audio.MEDIA_TYPES[plan.response_format],
+        headers={"content-length": str(len(body))},
+    )
 
 
 async def _stream(
     runtime: Runtime, plan: _Plan, jobs: list[Job], release: Callable[[], None]
-) -> Response:
+) -> _AudioResponse:
     """First segment awaited before the headers go out, so its errors still get a
-    proper status; then each later segment is sent as soon as it is ready."""
-    first = await _await_all(runtime, jobs[:1])
+    proper status; each later one is asked of the batcher only once the one before has
+    been sent (Starlette pulls the next chunk when the last write returned), so a client
+    that stops reading stops the synthesis too."""
+    first = (await _await_all(runtime, jobs[:1]))[0]
+    delivery = _Delivery(runtime, jobs, release)
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        if plan.response_format == "wav":
+            yield audio.wav_stream_header(runtime.engine.sample_rate)
+        yield await run_in_threadpool(audio.to_pcm16, first)
+        samples = len(first)
+        for job in jobs[1:]:
+            try:
+                segment = await runtime.batcher.result(job)
+            except Exception as exc:  # headers are gone: end the stream short
+                log.warning("stream cut short: %s", exc)
+                delivery.outcome = _status_label(_batcher_error(exc).status_code)
+                return
+            samples += len(segment)
+            if samples > runtime.max_audio_samples:
+                log.info(
+                    "stream ended before %g s of audio, the most one request may produce "
+                    "(TTS_MAX_AUDIO_SECONDS)",
+                    runtime.settings.max_audio_seconds,
+                )
+                delivery.outcome = "bad_request"
+                return
+            yield await run_in_threadpool(audio.to_pcm16, segment)
+        delivery.outcome = "ok"
+
+    return _AudioResponse(chunks(), delivery, media_type=audio.MEDIA_TYPES[plan.response_format])
+
+
+class _WriteTimeoutError(Exception):
+    pass
+
+
+class _AudioResponse(StreamingResponse):
+    """Sends `chunks`, each write within TTS_WRITE_TIMEOUT_S: a client that reads nothing
+    for that long is dropped (uvicorn closes the connection) instead of holding the
+    request for ever. However the response ends (sent, client gone, write timeout),
+    `chunks` is closed and the delivery settled, once and at once."""
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        delivery: _Delivery,
+        *,
+        media_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(chunks, media_type=media_type, headers=headers)
+        self._chunks = chunks
+        self._delivery = delivery
+        self._write_timeout_s = delivery.runtime.settings.write_timeout_s
+
+    async def stream_response(self, send: Send) -> None:
+        async def send_in_time(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self._write_timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise _WriteTimeoutError from None
+
+        await super().stream_response(send_in_time)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if plan.response_format == "wav":
-                yield audio.wav_stream_header(runtime.engine.sample_rate)
-            yield await run_in_threadpool(audio.to_pcm16, first[0])
-            for job in jobs[1:]:
-                try:
-                    segment = await runtime.batcher.result(job)
-                except Exception as exc:  # headers are gone: end the stream short
-                    log.warning("stream cut short: %s", exc)
-                    status = _batcher_error(exc).status_code
-                    runtime.metrics.requests.labels(status=_status_label(status)).inc()
-                    return
-                yield await run_in_threadpool(audio.to_pcm16, segment)
-            runtime.metrics.requests.labels(status="ok").inc()
+            await super().__call__(scope, receive, send)
+        except _WriteTimeoutError:
+            log.info(
+                "client read nothing for %g s (TTS_WRITE_TIMEOUT_S); response dropped",
+                self._write_timeout_s,
+            )
         finally:
-            runtime.batcher.abandon(jobs)
-            release()
-
-    return StreamingResponse(
-        chunks(),
-        media_type=audio.MEDIA_TYPES[plan.response_format],
-        background=BackgroundTask(release),
-    )
+            await self._chunks.aclose()
+            self._delivery.close()
 
 
 # -- the app -----------------------------------------------------------------------
@@ -594,12 +737,10 @@ def create_app(settings: RuntimeSettings, engine: ServedEngine) -> FastAPI:
         started = time.monotonic()
         try:
             response = await _speech(request, runtime)
-        except ApiError as exc:
+        except ApiError as exc:  # the rest is counted as its body ends (_Delivery)
             runtime.metrics.requests.labels(status=_status_label(exc.status_code)).inc()
             raise
-        if not isinstance(response, StreamingResponse):
-            runtime.metrics.requests.labels(status="ok").inc()
-            log.debug("speech done in %.3f s", time.monotonic() - started)
+        log.debug("speech answered in %.3f s", time.monotonic() - started)
         return response
 
     @app.get("/v1/audio/voices")

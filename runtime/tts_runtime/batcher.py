@@ -10,6 +10,9 @@ Shape (Triton-like, on asyncio):
 - It holds a partial batch open for up to max_queue_delay only while other
   requests are still being prepared (`preparing`), so an idle server runs a lone
   request at once and the batcher costs nothing at concurrency 1.
+- A streamed request's later segments are held out of the queue until the
+  caller asks for them (`result`), which the app does once the segment before has
+  been sent: a client that stops reading stops the synthesis too.
 - A segment whose deadline passes while queued fails with DeadlineExceededError
   (-> 504) and never runs. A batch that raises is re-run item by item so only the
   bad item fails. Results are delivered by the worker's completion callback, not
@@ -76,6 +79,7 @@ class BatcherStoppedError(BatcherError):
 
 
 class _State(enum.Enum):
+    HELD = "held"  # a stream's later segment, not asked for yet: outside the queue
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -90,19 +94,14 @@ class Job:
     enqueued_at: float
     timeout_s: float
     future: asyncio.Future[Audio]
-    after: Job | None = None  # a streamed segment waits until the one before it has started
+    state: _State
     internal: bool = False  # warm-up: runs, but stays out of the metrics
-    # When it must have started: its timeout counts from when it became runnable.
+    # When it must have started: its timeout counts from when it joined the queue.
     deadline: float = math.inf
-    state: _State = _State.QUEUED
 
     @property
     def length(self) -> int:
         return len(self.item.phoneme_ids)
-
-    @property
-    def eligible(self) -> bool:
-        return self.after is None or self.after.state is not _State.QUEUED
 
 
 @dataclass
@@ -300,11 +299,12 @@ class Batcher:
     ) -> list[Job]:
         """Queue all segments of one request, or none (QueueFullError).
 
-        in_order (streaming): each segment becomes eligible only once the one before
-        it has started, so the first segment is never held back in a batch with the
-        rest of its own text and time to first audio does not grow with the text.
-        Each segment's timeout then counts from when it became eligible, so a long
-        stream is not cut short merely for being long.
+        in_order (streaming): only the first segment is queued; each later one is held
+        out of the queue (taking no queue room) until `result` asks for it, which the
+        app does once the segment before it has been sent. So the first segment is
+        never held back in a batch with the rest of its own text, a client that stops
+        reading stops the synthesis, and each segment's timeout counts from when it
+        was asked for: a long stream is not cut short merely for being long.
 
         internal (warm-up): the segments run in batches of their own and are left out
         of every metric, so start-up work never shows as user traffic."""
@@ -315,28 +315,34 @@ class Batcher:
                 f"the input splits into {len(items)} segments but the queue holds at most "
                 f"{self._max_queue_size}; send shorter input"
             )
-        if len(self._queue) + len(items) > self._max_queue_size:
+        runnable = 1 if in_order else len(items)
+        if len(self._queue) + runnable > self._max_queue_size:
             raise QueueFullError(len(self._queue), self._max_queue_size, self._retry_after_s())
         now = time.monotonic()
         loop = asyncio.get_running_loop()
-        jobs: list[Job] = []
-        for item in items:
-            after = jobs[-1] if in_order and jobs else None
-            job = Job(item, scales, now, timeout_s, loop.create_future(), after, internal)
-            if after is None:
-                job.deadline = now + timeout_s
-            jobs.append(job)
-        self._queue.extend(jobs)
-        self._update_depth()
+        jobs = [
+            Job(item, scales, now, timeout_s, loop.create_future(), _State.HELD, internal)
+            for item in items
+        ]
+        for job in jobs[:runnable]:
+            self._enqueue(job, now)
         self._wake.set()
         return jobs
 
     async def result(self, job: Job) -> Audio:
         """Await one segment's audio; DeadlineExceededError if it is still queued
-        when its deadline passes (it is then dropped, never run)."""
-        while math.isinf(job.deadline) and not job.future.done():
-            # Its predecessor has not started yet; its own clock has not started either.
-            await asyncio.wait([job.future], timeout=0.05)
+        when its deadline passes (it is then dropped, never run). A held segment joins
+        the queue now, at its end: it is wanted. It was admitted with its request, so
+        it goes in even when the queue is full; the queue then exceeds its size by at
+        most one segment per stream."""
+        if job.state is _State.HELD:
+            if self._stopping:
+                self._settle(job, error=BatcherStoppedError("the server is shutting down"))
+            else:
+                self._enqueue(job, time.monotonic())
+                self._wake.set()
+        if job.future.done():
+            return job.future.result()
         remaining = job.deadline - time.monotonic()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(remaining, 0))
@@ -351,9 +357,9 @@ class Batcher:
             raise
 
     def abandon(self, jobs: Sequence[Job]) -> None:
-        """The caller went away: drop its still-queued segments."""
+        """The caller went away: drop its segments not yet started."""
         for job in jobs:
-            if job.state is _State.QUEUED:
+            if job.state in (_State.HELD, _State.QUEUED):
                 self._remove(job)
                 self._settle(job, error=BatcherStoppedError("request abandoned"))
                 job.future.exception()  # mark retrieved: nobody will await it
@@ -370,16 +376,15 @@ class Batcher:
     async def _next_batch(self) -> list[Job]:
         while True:
             self._expire_overdue()
-            eligible = [job for job in self._queue if job.eligible]
-            if not eligible:
+            if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            head = eligible[0]
+            head = self._queue[0]
             # One scales input per batch; internal work never shares a batch with user work.
             compatible = [
                 job
-                for job in eligible
+                for job in self._queue
                 if job.scales == head.scales and job.internal == head.internal
             ]
             hold_until = head.enqueued_at + self._max_queue_delay_s
@@ -501,13 +506,18 @@ class Batcher:
         self._remove(job)
         self._settle(job, error=DeadlineExceededError("the request timed out while queued"))
 
+    def _enqueue(self, job: Job, now: float) -> None:
+        # Queue wait and deadline count from here: a stream's later segment is not
+        # "waiting" while its client reads the one before.
+        job.state = _State.QUEUED
+        job.enqueued_at = now
+        job.deadline = now + job.timeout_s
+        self._queue.append(job)
+        self._update_depth()
+
     def _remove(self, job: Job) -> None:
         with contextlib.suppress(ValueError):
             self._queue.remove(job)
-        now = time.monotonic()
-        for successor in self._queue:  # the next segment of a stream is runnable now
-            if successor.after is job:
-                successor.deadline = now + successor.timeout_s
         self._update_depth()
 
     def _settle(

@@ -191,6 +191,33 @@ def test_in_order_segment_timeouts_count_from_when_each_became_runnable() -> Non
     run(body)
 
 
+def test_a_streams_later_segments_wait_outside_the_queue_until_asked_for() -> None:
+    """The app asks for a stream's segment k once k-1 has been sent: until then k takes
+    no queue room and is not run, and its wait for a slow reader is neither a timeout
+    nor queue latency."""
+
+    async def body() -> None:
+        engine = RecordingEngine()
+        metrics = RuntimeMetrics()
+        batcher = await started(engine, metrics=metrics)
+        first, second, third = batcher.submit(
+            [item(1), item(2), item(3)], SCALES, timeout_s=0.05, in_order=True
+        )
+        assert batcher.queue_depth == 1
+        await batcher.result(first)
+        await asyncio.sleep(0.2)  # the client reads slowly: longer than the timeout
+        assert engine.batches == [[(1,)]]
+        assert (await batcher.result(second)).tolist() == [2.0]
+        batcher.abandon([first, second, third])  # the client went away
+        await asyncio.sleep(0.05)
+        assert engine.batches == [[(1,)], [(2,)]]
+        waited = metrics.registry.get_sample_value("tts_queue_wait_seconds_sum")
+        assert waited is not None and waited < 0.1
+        await batcher.stop()
+
+    run(body)
+
+
 def test_full_queue_refuses_the_whole_request_at_once() -> None:
     async def body() -> None:
         engine = RecordingEngine()
