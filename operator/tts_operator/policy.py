@@ -56,7 +56,16 @@ DEFAULT_DENIED_ENV_NAMES = (
     "TTS_*",  # the runtime's settings: the operator sets them from validated spec fields
 )
 # Names allowed although a denied pattern matches: runtime tuning knobs without a spec field.
-DEFAULT_ALLOWED_ENV_NAMES = ("TTS_BATCH_CALIBRATION", "TTS_MEMORY_MODE", "TTS_MAX_SEGMENT_CHARS")
+DEFAULT_ALLOWED_ENV_NAMES = (
+    "TTS_BATCH_CALIBRATION",
+    "TTS_MEMORY_MODE",
+    "TTS_MAX_SEGMENT_CHARS",
+    "TTS_WRITE_TIMEOUT_S",
+    "TTS_MAX_AUDIO_SECONDS",
+    "TTS_MAX_CONNECTIONS",
+    "TTS_HEADER_TIMEOUT_S",
+    "TTS_BODY_TIMEOUT_S",
+)
 DEFAULT_SERVICE_TYPES: tuple[ServiceType, ...] = ("ClusterIP",)
 DEFAULT_ENV_VALUE_FROM: tuple[ValueFromSource, ...] = (
     "configMapKeyRef",
