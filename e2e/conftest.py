@@ -19,7 +19,7 @@ import kubeapi
 import pytest
 import realnode
 from e2e_provider import PROVIDER
-from kubeapi import Kube
+from kubeapi import E2EKube
 from kubernetes import client
 from operatorproc import OperatorProcess
 from tts_cluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, deploy, locate_binaries
@@ -112,7 +112,7 @@ def real_node(cluster: Any, images: Images) -> RealNode:
 
 @pytest.fixture(scope="session")
 def in_cluster_operator(
-    cluster: Any, real_node: RealNode, images: Images, kube: Kube, operator: OperatorProcess
+    cluster: Any, real_node: RealNode, images: Images, kube: E2EKube, operator: OperatorProcess
 ) -> str:
     """The chart's operator from its image on the real node (two replicas, one acting);
     returns the release's namespace. The host operator stops first: both would act."""
@@ -148,7 +148,7 @@ def voice_namespace(cluster: Any, namespace: str, voices: Path) -> Iterator[str]
 
 @pytest.fixture
 def stage(
-    cluster: Any, kube: Kube, images: Images, in_cluster_operator: str, voice_namespace: str
+    cluster: Any, kube: E2EKube, images: Images, in_cluster_operator: str, voice_namespace: str
 ) -> realnode.Stage:
     """Everything a realnode scenario needs, in one argument."""
     return realnode.Stage(cluster, kube, images, voice_namespace)
@@ -158,7 +158,7 @@ TTS_ONLY_USER = "tts-only-user"
 
 
 @pytest.fixture
-def tts_user(kube: Kube, namespace: str) -> Kube:
+def tts_user(kube: E2EKube, namespace: str) -> E2EKube:
     """API access as a user who may only manage TTSServices in the test's namespace (a Role
     granting `ttsservices` and nothing else), to show what such an author can make happen."""
     rbac: Any = client.RbacAuthorizationV1Api(kube.api_client)
@@ -189,12 +189,12 @@ def tts_user(kube: Kube, namespace: str) -> Kube:
 
 
 @pytest.fixture(scope="session")
-def kube(cluster: Any) -> Kube:
-    return Kube(Path(cluster.kubeconfig))
+def kube(cluster: Any) -> E2EKube:
+    return E2EKube(Path(cluster.kubeconfig))
 
 
 @pytest.fixture(scope="session")
-def crds(cluster: Any, kube: Kube) -> None:
+def crds(cluster: Any, kube: E2EKube) -> None:
     """Install the project's CRDs by server-side apply, as a GitOps tool would."""
     for path in sorted(CRD_DIR.glob("*.yaml")):
         cluster.kubectl(
@@ -222,7 +222,7 @@ def running_operator(operator: OperatorProcess) -> OperatorProcess:
 
 
 @pytest.fixture
-def namespace(request: pytest.FixtureRequest, kube: Kube) -> Iterator[str]:
+def namespace(request: pytest.FixtureRequest, kube: E2EKube) -> Iterator[str]:
     """A fresh namespace per test, deleted (without waiting) afterwards."""
     slug = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"e2e-{slug}-{uuid.uuid4().hex[:5]}"

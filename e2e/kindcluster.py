@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tts_cluster import GPU_RESOURCE, REPO_ROOT, ClusterError, wait_until
+from kubeapi import wait_for
+from tts_cluster import GPU_RESOURCE, REPO_ROOT, ClusterError
 
 CLUSTER_NAME = "tts-e2e"
 RUNTIME_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.0"
@@ -93,7 +94,7 @@ class KindCluster:
             "docker", "exec", node, "sh", "-c",
             "crictl stop $(crictl ps --name kube-apiserver -q)",
         )  # fmt: skip
-        wait_until(
+        wait_for(
             "kube-apiserver back",
             lambda: self.kubectl("get", "--raw=/readyz", check=False).returncode == 0,
             180,

@@ -78,8 +78,9 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-class Kube:
-    """Typed-ish access to the cluster behind one kubeconfig."""
+class E2EKube:
+    """The e2e tests' typed client: typed-ish access to the cluster behind one kubeconfig
+    (the operator's own client is tts_operator.kube.Kube)."""
 
     def __init__(self, kubeconfig: Path, *, impersonate: str | None = None) -> None:
         loader: Any = config  # the loader functions carry no annotations
@@ -94,9 +95,9 @@ class Kube:
         self.custom: Any = client.CustomObjectsApi(self.api_client)
         self.apiext: Any = client.ApiextensionsV1Api(self.api_client)
 
-    def as_user(self, user: str) -> Kube:
+    def as_user(self, user: str) -> E2EKube:
         """The same cluster, every request made as `user` (Impersonate-User)."""
-        return Kube(self.kubeconfig, impersonate=user)
+        return E2EKube(self.kubeconfig, impersonate=user)
 
     # -- namespaces and CRDs
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from e2e_provider import PROVIDER
 from kindcluster import MODEL_HOST_DIR
+from kubeapi import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from tts_cluster import LOOPBACK, Component, free_port, wait_until
+from tts_cluster import LOOPBACK, Component, free_port
 
 OPERATOR_BIN = Path(sys.executable).parent / "tts-operator"
 
@@ -67,15 +68,18 @@ class OperatorProcess:
         )
         self.component.start()
         if wait:
-            wait_until(f"{self.name} liveness", self.alive, 60)
+            wait_for(f"{self.name} liveness", self.alive, 60)
 
     def alive(self) -> bool:
         if self.component is None or not self.component.running:
             tail = self.component.log_tail() if self.component else ""
             raise RuntimeError(f"{self.name} is not running:\n{tail}")
         url = f"http://{LOOPBACK}:{self.liveness_port}/healthz"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:  # not listening yet (or not answering 200)
+            return False
 
     @property
     def running(self) -> bool:
@@ -114,7 +118,7 @@ class OperatorProcess:
 
     def wait_log(self, needle: str, timeout: float = 30, after: int = 0) -> None:
         """Wait for `needle` in the log written after offset `after` (see log_size)."""
-        wait_until(
+        wait_for(
             f"{needle!r} in {self.name}'s log", lambda: needle in self.log_text()[after:], timeout
         )
 

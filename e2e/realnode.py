@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from kubeapi import Kube, condition, merged, tts_body, wait_for
+from kubeapi import E2EKube, condition, merged, tts_body, wait_for
 from tts_cluster import LocalCluster
 from tts_cluster.deploy import REAL_NODE_TOLERATION, VOICE, client_pod
 from tts_cluster.images import Images
@@ -22,7 +22,7 @@ class Stage:
     operator, the API client, the images, and a fresh namespace holding the voice claim."""
 
     cluster: LocalCluster
-    kube: Kube
+    kube: E2EKube
     images: Images
     namespace: str
 
@@ -162,7 +162,7 @@ def summary(records: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def start_clients(kube: Kube, namespace: str, image: str, *names: str) -> None:
+def start_clients(kube: E2EKube, namespace: str, image: str, *names: str) -> None:
     """Client pods on the real node, Running before this returns."""
     for name in names:
         kube.create_pod(namespace, client_pod(name, image))
@@ -179,7 +179,7 @@ def start_clients(kube: Kube, namespace: str, image: str, *names: str) -> None:
         )
 
 
-def wait_serving(kube: Kube, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+def wait_serving(kube: E2EKube, namespace: str, name: str, replicas: int) -> dict[str, Any]:
     """The TTSService Ready with `replicas` ready pods; returns it."""
 
     def serving() -> dict[str, Any] | None:
@@ -196,7 +196,7 @@ def speech_url(tts: dict[str, Any]) -> str:
 
 
 def serve(
-    kube: Kube,
+    kube: E2EKube,
     namespace: str,
     image: str,
     name: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeapi import Kube, condition, ready_pods, tts_body, wait_for
+from kubeapi import E2EKube, condition, ready_pods, tts_body, wait_for
 from operatorproc import OperatorProcess
 from tts_cluster import GPU_RESOURCE
 from ttschildren import instance_selector, owner_uids, read_children, runtime_container
@@ -13,7 +13,7 @@ from ttschildren import instance_selector, owner_uids, read_children, runtime_co
 NAME = "voice"
 
 
-def test_crd_is_installed_by_server_side_apply(kube: Kube, crds: None) -> None:
+def test_crd_is_installed_by_server_side_apply(kube: E2EKube, crds: None) -> None:
     crd = kube.wait_crd_established("ttsservices.ttsoperator.io")
     applied = [
         m
@@ -28,7 +28,7 @@ def test_crd_is_installed_by_server_side_apply(kube: Kube, crds: None) -> None:
 
 
 def test_minimal_ttsservice_becomes_a_ready_gpu_service(
-    cluster: Any, kube: Kube, running_operator: OperatorProcess, namespace: str
+    cluster: Any, kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     spec = {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 2}}
     created = kube.create_tts(namespace, tts_body(NAME, spec))
@@ -101,7 +101,7 @@ def test_minimal_ttsservice_becomes_a_ready_gpu_service(
 
 
 def test_status_tracks_ready_replicas(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     kube.create_tts(namespace, tts_body(NAME, {"replicas": 2}))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from e2e_provider import PROVIDER
-from kubeapi import Kube, condition, tts_body, wait_for
+from kubeapi import E2EKube, condition, tts_body, wait_for
 from operatorproc import OperatorProcess
 from tts_cluster import GPU_RESOURCE
 from ttschildren import instance_selector
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def gpu_pool(cluster: Any, kube: Kube, namespace: str) -> Iterator[tuple[str, list[str]]]:
+def gpu_pool(cluster: Any, kube: E2EKube, namespace: str) -> Iterator[tuple[str, list[str]]]:
     """A node pool only this test schedules onto (a label its TTSService selects), so GPUs
     held by other tests' pods do not change the arithmetic. Yields (label value, nodes)."""
     pool = namespace[-20:]
@@ -48,7 +48,7 @@ def _add_pool_node(cluster: Any, pool: str, nodes: list[str]) -> None:
 
 def test_missing_gpus_degrade_then_a_new_node_heals(
     cluster: Any,
-    kube: Kube,
+    kube: E2EKube,
     running_operator: OperatorProcess,
     namespace: str,
     gpu_pool: tuple[str, list[str]],

@@ -6,20 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from kindcluster import ROLLOUT_IMAGE as NEW_IMAGE
-from kubeapi import Kube, condition, tts_body, wait_for
+from kubeapi import E2EKube, condition, tts_body, wait_for
 from operatorproc import OperatorProcess
 from ttschildren import instance_selector, runtime_container
 
 NAME = "rolling"
 
 
-def _active_replicasets(kube: Kube, namespace: str) -> list[dict[str, Any]]:
+def _active_replicasets(kube: E2EKube, namespace: str) -> list[dict[str, Any]]:
     sets = kube.replicasets(namespace, instance_selector(NAME))
     return [r for r in sets if (r["spec"].get("replicas") or 0) > 0]
 
 
 def test_spec_change_rolls_out_a_new_replicaset(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     kube.create_tts(namespace, tts_body(NAME, {"replicas": 2}))
     first = kube.wait_tts_ready(namespace, NAME, timeout=120)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kubeapi import Kube, tts_body, wait_for
+from kubeapi import E2EKube, tts_body, wait_for
 from operatorproc import OperatorProcess
 from ttschildren import nudge_configmap, read_children, runtime_container
 
@@ -16,7 +16,7 @@ CONTAINER = "tts-runtime"
 
 
 def test_deleted_service_is_recreated(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     kube.create_tts(namespace, tts_body(NAME))
     kube.wait_tts_ready(namespace, NAME, timeout=120)
@@ -36,7 +36,7 @@ def test_deleted_service_is_recreated(
 
 
 def test_hand_edited_deployment_is_restored(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     kube.create_tts(namespace, tts_body(NAME))
     kube.wait_tts_ready(namespace, NAME, timeout=120)
@@ -74,7 +74,7 @@ def test_hand_edited_deployment_is_restored(
 
 
 def test_reconciling_again_changes_nothing(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     kube.create_tts(namespace, tts_body(NAME, {"replicas": 1}))
     kube.wait_tts_ready(namespace, NAME, timeout=120)
@@ -95,7 +95,7 @@ def test_reconciling_again_changes_nothing(
     assert _versions(kube, namespace) == before
 
 
-def _versions(kube: Kube, namespace: str) -> dict[str, str]:
+def _versions(kube: E2EKube, namespace: str) -> dict[str, str]:
     versions = {
         kind: child["metadata"]["resourceVersion"]
         for kind, child in read_children(kube, namespace, NAME).items()

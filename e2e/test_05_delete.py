@@ -3,7 +3,7 @@ finalizer holds the deletion, so it completes with the operator stopped too."""
 
 from __future__ import annotations
 
-from kubeapi import Kube, tts_body, wait_for
+from kubeapi import E2EKube, tts_body, wait_for
 from operatorproc import OperatorProcess
 from ttschildren import instance_selector, labelled_children, read_children
 
@@ -11,7 +11,7 @@ NAME = "doomed"
 
 
 def test_delete_removes_every_child(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     spec = {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 2}}
     kube.create_tts(namespace, tts_body(NAME, spec))
@@ -29,7 +29,7 @@ def test_delete_removes_every_child(
 
 
 def test_delete_completes_with_the_operator_stopped(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     kube.create_tts(namespace, tts_body(NAME))
     kube.wait_tts_ready(namespace, NAME, timeout=120)
@@ -44,7 +44,7 @@ def test_delete_completes_with_the_operator_stopped(
         running_operator.start()
 
 
-def wait_deleted_with_children(kube: Kube, namespace: str) -> None:
+def wait_deleted_with_children(kube: E2EKube, namespace: str) -> None:
     wait_for("the TTSService to be gone", lambda: not kube.tts_exists(namespace, NAME), 60)
     wait_for(
         "every labelled child to be collected",

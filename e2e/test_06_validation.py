@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from kubeapi import MODEL_URI, Kube, tts_body
+from kubeapi import MODEL_URI, E2EKube, tts_body
 from kubernetes.client import ApiException
 
 MODEL = {"uri": MODEL_URI}
@@ -39,7 +39,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
 
 @pytest.mark.parametrize(("case", "spec", "messages"), CASES, ids=[c[0] for c in CASES])
 def test_api_server_rejects_invalid_ttsservice(
-    kube: Kube, crds: None, namespace: str, case: str, spec: dict[str, Any], messages: list[str]
+    kube: E2EKube, crds: None, namespace: str, case: str, spec: dict[str, Any], messages: list[str]
 ) -> None:
     with pytest.raises(ApiException) as refused:
         kube.create_tts(namespace, {**tts_body(case), "spec": spec})

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from e2e_provider import PROVIDER
-from kubeapi import Kube, tts_body, wait_for
+from kubeapi import E2EKube, tts_body, wait_for
 from operatorproc import OperatorProcess
 from ttschildren import instance_selector, nudge_configmap
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 class LatencyFeed:
     """Writes one latency value for every current pod, once a second, like a scrape loop."""
 
-    def __init__(self, cluster: Any, kube: Kube, namespace: str) -> None:
+    def __init__(self, cluster: Any, kube: E2EKube, namespace: str) -> None:
         self.cluster, self.kube, self.namespace = cluster, kube, namespace
         self.value = "0"
         self._stop = threading.Event()
@@ -55,7 +55,7 @@ class LatencyFeed:
 
 
 @pytest.fixture
-def feed(cluster: Any, kube: Kube, namespace: str) -> Iterator[LatencyFeed]:
+def feed(cluster: Any, kube: E2EKube, namespace: str) -> Iterator[LatencyFeed]:
     wait_for("the custom metrics APIService Available", cluster.metrics_api_available, 60)
     latency = LatencyFeed(cluster, kube, namespace)
     latency.start()
@@ -63,17 +63,17 @@ def feed(cluster: Any, kube: Kube, namespace: str) -> Iterator[LatencyFeed]:
     latency.stop()
 
 
-def _status(kube: Kube, namespace: str) -> dict[str, Any]:
+def _status(kube: E2EKube, namespace: str) -> dict[str, Any]:
     """The TTSService's status (replica counts the operator copies from the Deployment)."""
     return dict(kube.get_tts(namespace, NAME).get("status") or {})
 
 
-def _replicas(kube: Kube, namespace: str) -> int:
+def _replicas(kube: E2EKube, namespace: str) -> int:
     return int(kube.deployment(namespace, NAME)["spec"]["replicas"])
 
 
 def test_hpa_scales_on_queue_latency_and_the_operator_leaves_it(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, feed: LatencyFeed
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str, feed: LatencyFeed
 ) -> None:
     spec = {
         "autoscaling": {

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubeapi import Kube, tts_body, wait_for
+from kubeapi import E2EKube, tts_body, wait_for
 from operatorproc import OperatorProcess
 from ttschildren import instance_selector, labelled_children
 
@@ -17,7 +17,7 @@ KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Horizonta
 
 
 def test_killed_mid_reconcile_converges_without_duplicates(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     name = "interrupted"
     spec = {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 2}}
@@ -69,7 +69,7 @@ def second_operator(
 
 
 def test_two_replicas_only_one_acts(
-    kube: Kube,
+    kube: E2EKube,
     running_operator: OperatorProcess,
     second_operator: OperatorProcess,
     namespace: str,

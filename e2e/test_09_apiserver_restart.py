@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kubeapi import Kube, tts_body, wait_for
+from kubeapi import E2EKube, tts_body, wait_for
 from operatorproc import OperatorProcess
 
 OUTAGE_SECONDS = 5
 
 
 def test_operator_survives_an_api_server_restart(
-    cluster: Any, kube: Kube, running_operator: OperatorProcess, namespace: str
+    cluster: Any, kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     kube.create_tts(namespace, tts_body("before", {"replicas": 1}))
     kube.wait_tts_ready(namespace, "before", timeout=120)

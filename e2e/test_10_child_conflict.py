@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from kubeapi import Kube, condition, tts_body, wait_for
+from kubeapi import E2EKube, condition, tts_body, wait_for
 from kubernetes.client import ApiException
 from operatorproc import OperatorProcess
 from ttschildren import labelled_children, owner_uids
@@ -27,7 +27,7 @@ NAME = "payments"
 SETTLE_SECONDS = 6
 
 
-def wait_conflict(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+def wait_conflict(kube: E2EKube, namespace: str, name: str) -> dict[str, Any]:
     def conflicted() -> dict[str, Any] | None:
         tts = kube.get_tts(namespace, name)
         cond = condition(tts, "Degraded") or {}
@@ -38,7 +38,7 @@ def wait_conflict(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     return wait_for(f"TTSService {name} Degraded/ChildConflict", conflicted, 60)
 
 
-def wait_warning(kube: Kube, namespace: str, name: str, names: str) -> dict[str, Any]:
+def wait_warning(kube: E2EKube, namespace: str, name: str, names: str) -> dict[str, Any]:
     """The Warning event on TTSService `name` whose message names `names` (e.g. Service/x)."""
 
     def posted() -> dict[str, Any] | None:
@@ -66,7 +66,7 @@ def wait_retries(operator: OperatorProcess, handler: str, passes: int = 2) -> No
 
 
 def test_tts_named_like_a_service_does_not_take_it_over(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str, tts_user: E2EKube
 ) -> None:
     victim = kube.plain(
         kube.core.create_namespaced_service(
@@ -121,7 +121,7 @@ def test_tts_named_like_a_service_does_not_take_it_over(
 
 
 def test_tts_named_like_a_configmap_waits_until_it_is_gone(
-    kube: Kube, running_operator: OperatorProcess, namespace: str
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     name = "ledger"
     victim = kube.plain(

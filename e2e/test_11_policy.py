@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import pytest
-from kubeapi import MODEL_URI, Kube, condition, tts_body, wait_for
+from kubeapi import MODEL_URI, E2EKube, condition, tts_body, wait_for
 from kubernetes.client import ApiException
 from operatorproc import OperatorProcess
 from ttschildren import labelled_children
@@ -35,7 +35,7 @@ FOREIGN_IMAGE = "docker.io/attacker/tools:1"
 SETTLE_SECONDS = 6
 
 
-def wait_refused(kube: Kube, namespace: str, name: str, field: str) -> dict[str, Any]:
+def wait_refused(kube: E2EKube, namespace: str, name: str, field: str) -> dict[str, Any]:
     """The TTSService once Degraded/PolicyViolation names `field`."""
 
     def refused() -> dict[str, Any] | None:
@@ -51,7 +51,7 @@ def wait_refused(kube: Kube, namespace: str, name: str, field: str) -> dict[str,
     return wait_for(f"TTSService {name} Degraded/PolicyViolation naming {field}", refused, 60)
 
 
-def wait_warning(kube: Kube, namespace: str, name: str, field: str) -> dict[str, Any]:
+def wait_warning(kube: E2EKube, namespace: str, name: str, field: str) -> dict[str, Any]:
     def posted() -> dict[str, Any] | None:
         for event in kube.events(namespace):
             involved = event.get("involvedObject") or {}
@@ -69,7 +69,7 @@ def wait_warning(kube: Kube, namespace: str, name: str, field: str) -> dict[str,
 
 
 def assert_refused(
-    kube: Kube, namespace: str, name: str, field: str, chart_value: str
+    kube: E2EKube, namespace: str, name: str, field: str, chart_value: str
 ) -> dict[str, Any]:
     tts = wait_refused(kube, namespace, name, field)
     message = (condition(tts, "Degraded") or {})["message"]
@@ -83,7 +83,7 @@ def assert_refused(
 
 
 def test_a_secret_the_author_cannot_read_never_reaches_a_pod(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str, tts_user: E2EKube
 ) -> None:
     kube.core.create_namespaced_secret(
         namespace,
@@ -121,7 +121,7 @@ def test_a_secret_the_author_cannot_read_never_reaches_a_pod(
 
 
 def test_an_image_outside_the_allowed_prefixes_is_refused_until_the_spec_drops_it(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str, tts_user: E2EKube
 ) -> None:
     name = "foreign-image"
     body = tts_body(name, {"runtime": {"image": FOREIGN_IMAGE}})
@@ -153,7 +153,7 @@ MODEL_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
 def test_model_downloads_are_https_to_public_hosts_capped_and_pinned(
-    kube: Kube, running_operator: OperatorProcess, namespace: str, tts_user: Kube
+    kube: E2EKube, running_operator: OperatorProcess, namespace: str, tts_user: E2EKube
 ) -> None:
     plain = tts_body("plain-http", {"model": {"uri": "http://models.example.com/v/en.onnx"}})
     wait_for(

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kubeapi import Kube, tts_body, wait_for
+from kubeapi import E2EKube, tts_body, wait_for
 from operatorproc import OperatorProcess
 from test_chart import CHART, TOLERATE_STUB_NODES, Helm, _binaries, _token_kubeconfig
 
@@ -106,7 +106,7 @@ def _instance(pods: list[dict[str, Any]], instance: str) -> set[str]:
 
 
 def test_network_policies_are_accepted_and_select_their_pods(
-    cluster: Any, kube: Kube, running_operator: OperatorProcess, namespace: str
+    cluster: Any, kube: E2EKube, running_operator: OperatorProcess, namespace: str
 ) -> None:
     helm = _helm(cluster)
     cidrs, ports = _api_server(cluster)

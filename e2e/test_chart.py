@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from kubeapi import Kube, condition, tts_body, wait_for
+from kubeapi import E2EKube, condition, tts_body, wait_for
 from operatorproc import OperatorProcess
 from tts_cluster import REPO_ROOT, Binaries, ClusterError, locate_binaries
 
@@ -131,7 +131,7 @@ def test_rendered_chart_is_accepted_by_the_api_server(
 
 
 def test_install_upgrade_uninstall_leaves_only_the_kept_crd(
-    cluster: Any, kube: Kube, helm: Helm, namespace: str
+    cluster: Any, kube: E2EKube, helm: Helm, namespace: str
 ) -> None:
     release = "tts-life"
     helm.install(release, namespace, "--set", "replicaCount=1", *TOLERATE_STUB_NODES)
@@ -259,7 +259,7 @@ def monitoring_crds(cluster: Any) -> Iterator[None]:
 
 
 def test_monitoring_objects_render_when_their_crds_exist_and_the_server_accepts_them(
-    cluster: Any, kube: Kube, helm: Helm, crds: None, monitoring_crds: None, namespace: str
+    cluster: Any, kube: E2EKube, helm: Helm, crds: None, monitoring_crds: None, namespace: str
 ) -> None:
     release = "tts-mon"
     # KEDA scales through /scale, which needs spec.replicas set (it has no default: it is
@@ -383,7 +383,7 @@ def chart_operator(
 
 
 def test_chart_identity_reconciles_a_ttsservice_through_its_lifecycle(
-    chart_operator: ChartOperator, kube: Kube, namespace: str
+    chart_operator: ChartOperator, kube: E2EKube, namespace: str
 ) -> None:
     name = "rbac-voice"
     kube.create_tts(namespace, tts_body(name, {"autoscaling": {"enabled": True}}))
@@ -421,7 +421,7 @@ def test_chart_identity_reconciles_a_ttsservice_through_its_lifecycle(
 
 
 def test_chart_identity_reports_insufficient_gpu_from_pending_pods(
-    chart_operator: ChartOperator, kube: Kube, namespace: str
+    chart_operator: ChartOperator, kube: E2EKube, namespace: str
 ) -> None:
     # No stub node has 16 GPUs: the pod stays Pending/Unschedulable (reads pods: list/watch).
     name = "rbac-big"
@@ -433,7 +433,7 @@ def test_chart_identity_reports_insufficient_gpu_from_pending_pods(
 
 
 def test_chart_identity_reports_a_missing_model_claim(
-    chart_operator: ChartOperator, kube: Kube, namespace: str
+    chart_operator: ChartOperator, kube: E2EKube, namespace: str
 ) -> None:
     # pvc:// URIs: the operator reads the claim (persistentvolumeclaims: get).
     name = "rbac-pvc"
@@ -479,7 +479,7 @@ def test_chart_identity_is_denied_what_the_operator_does_not_need(
     assert not chart_operator.can_i(verb, resource, "--all-namespaces")
 
 
-def test_chart_identity_cannot_read_secrets(chart_operator: ChartOperator, kube: Kube) -> None:
+def test_chart_identity_cannot_read_secrets(chart_operator: ChartOperator, kube: E2EKube) -> None:
     result = chart_operator.kubectl("get", "secrets", "--all-namespaces")
     assert result.returncode != 0
     assert "forbidden" in result.stderr.lower(), result.stderr
@@ -490,7 +490,7 @@ def test_chart_identity_cannot_read_secrets(chart_operator: ChartOperator, kube:
 
 def test_namespaced_install_serves_its_namespace_with_roles_only(
     cluster: Any,
-    kube: Kube,
+    kube: E2EKube,
     helm: Helm,
     chart_operator: ChartOperator,
     namespace: str,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from e2e_provider import PROVIDER
-from kubeapi import Kube, condition, wait_for
+from kubeapi import E2EKube, condition, wait_for
 from tts_cluster import GPU_RESOURCE, Binaries, LocalCluster, child_pids
 
 local_only = pytest.mark.skipif(
@@ -42,7 +42,7 @@ def test_api_server_reports_its_real_version(cluster: LocalCluster) -> None:
     assert cluster.binaries.k8s_version.startswith(f"v1.{version['minor']}.")
 
 
-def test_stub_gpu_nodes_are_ready_tainted_and_advertise_gpus(kube: Kube) -> None:
+def test_stub_gpu_nodes_are_ready_tainted_and_advertise_gpus(kube: E2EKube) -> None:
     listed = kube.core.list_node(label_selector="nvidia.com/gpu.present,type=kwok").items
     nodes = [kube.plain(n) for n in listed]
     assert nodes
@@ -55,7 +55,7 @@ def test_stub_gpu_nodes_are_ready_tainted_and_advertise_gpus(kube: Kube) -> None
 
 
 def test_gpu_pod_is_scheduled_onto_a_stub_node_and_becomes_ready(
-    kube: Kube, namespace: str
+    kube: E2EKube, namespace: str
 ) -> None:
     kube.create_pod(namespace, _gpu_pod("gpu-pod", tolerate=True))
     kube.create_pod(namespace, _gpu_pod("no-toleration", tolerate=False))
@@ -84,7 +84,7 @@ def test_gpu_pod_is_scheduled_onto_a_stub_node_and_becomes_ready(
 
 @local_only
 def test_custom_metrics_api_serves_what_the_test_writes(
-    cluster: LocalCluster, kube: Kube, namespace: str
+    cluster: LocalCluster, kube: E2EKube, namespace: str
 ) -> None:
     wait_for("custom.metrics.k8s.io APIService Available", cluster.metrics_api_available, 60)
     kube.create_pod(namespace, _gpu_pod("metered", tolerate=True))

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from e2e_provider import PROVIDER
-from kubeapi import Kube, tts_body
+from kubeapi import E2EKube, tts_body
 from operatorproc import OperatorProcess
 
 NAME = "speaker"
@@ -46,7 +46,7 @@ def service_port(cluster: Any, namespace: str) -> Iterator[int]:
 
 
 @pytest.fixture
-def ready_service(kube: Kube, running_operator: OperatorProcess, namespace: str) -> None:
+def ready_service(kube: E2EKube, running_operator: OperatorProcess, namespace: str) -> None:
     # The kind provider's BASE_SPEC already points at the test voice and the loaded image.
     spec = {"replicas": 1}
     kube.create_tts(namespace, tts_body(NAME, spec))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from e2e_provider import PROVIDER
-from kubeapi import Kube, wait_for
+from kubeapi import E2EKube, wait_for
 from tts_cluster import GPU_RESOURCE, network
 from tts_cluster.node import RealNode
 
@@ -58,7 +58,7 @@ def test_cluster_ranges_route_to_local_devices(cluster: Any) -> None:
     )
 
 
-def test_a_stub_pod_ip_fails_locally_at_once(kube: Kube, namespace: str) -> None:
+def test_a_stub_pod_ip_fails_locally_at_once(kube: E2EKube, namespace: str) -> None:
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -80,7 +80,7 @@ def test_a_stub_pod_ip_fails_locally_at_once(kube: Kube, namespace: str) -> None
 
 
 def test_a_cluster_ip_without_endpoints_is_refused_locally(
-    real_node: RealNode, kube: Kube, namespace: str
+    real_node: RealNode, kube: E2EKube, namespace: str
 ) -> None:
     service = {
         "apiVersion": "v1",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import realnode
-from kubeapi import Kube, condition, tts_body, wait_for
+from kubeapi import E2EKube, condition, tts_body, wait_for
 from tts_cluster import REPO_ROOT, LocalCluster
 from tts_cluster.deploy import client_pod, speak_from_pod
 from ttschildren import instance_selector
@@ -24,7 +24,7 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it runs back into 
 SPEECH_TOOL = REPO_ROOT / "tests" / "runtime" / "speech.py"
 
 
-def _ready_tts(kube: Kube, namespace: str) -> dict[str, Any] | None:
+def _ready_tts(kube: E2EKube, namespace: str) -> dict[str, Any] | None:
     tts = kube.get_tts(namespace, NAME)
     return tts if (condition(tts, "Ready") or {}).get("status") == "True" else None
 
@@ -71,7 +71,7 @@ def test_the_voice_answers_through_the_service_dns_name(
 
 
 def test_the_chart_runs_two_operator_replicas_and_one_acts(
-    cluster: LocalCluster, kube: Kube, in_cluster_operator: str, namespace: str
+    cluster: LocalCluster, kube: E2EKube, in_cluster_operator: str, namespace: str
 ) -> None:
     pods = [
         p

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import realnode
-from kubeapi import Kube, condition, tts_body, wait_for
+from kubeapi import E2EKube, condition, tts_body, wait_for
 from tts_cluster import GPU_RESOURCE, LocalCluster
 from tts_cluster.node import NODE_NAME, RealNode
 from ttschildren import instance_selector
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.realnode
 NAME = "gpus"
 
 
-def _gpu_pods_on_the_node(kube: Kube) -> list[str]:
+def _gpu_pods_on_the_node(kube: E2EKube) -> list[str]:
     pods = kube.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}")
     return [
         p.metadata.name
@@ -32,7 +32,7 @@ def _gpu_pods_on_the_node(kube: Kube) -> list[str]:
 
 def test_two_gpus_run_two_pods_and_the_third_waits(
     cluster: LocalCluster,
-    kube: Kube,
+    kube: E2EKube,
     real_node: RealNode,
     in_cluster_operator: str,
     voice_namespace: str,

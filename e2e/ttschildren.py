@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kubeapi import Kube
+from kubeapi import E2EKube
 
 COMPONENT_LABELS = {
     "app.kubernetes.io/name": "tts-runtime",
@@ -17,7 +17,7 @@ def instance_selector(name: str) -> str:
     return f"app.kubernetes.io/name=tts-runtime,app.kubernetes.io/instance={name}"
 
 
-def read_children(kube: Kube, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+def read_children(kube: E2EKube, namespace: str, name: str) -> dict[str, dict[str, Any]]:
     """Deployment, Service, PDB and ConfigMap by their agreed names; HPA when it exists."""
     children = {
         "Deployment": kube.deployment(namespace, name),
@@ -30,7 +30,7 @@ def read_children(kube: Kube, namespace: str, name: str) -> dict[str, dict[str, 
     return children
 
 
-def labelled_children(kube: Kube, namespace: str, name: str) -> dict[str, list[str]]:
+def labelled_children(kube: E2EKube, namespace: str, name: str) -> dict[str, list[str]]:
     """Every child carrying this instance's labels, by kind (duplicates show up here)."""
     selector = instance_selector(name)
     lists = {
@@ -58,7 +58,7 @@ def runtime_container(deployment: dict[str, Any]) -> dict[str, Any]:
     return dict(deployment["spec"]["template"]["spec"]["containers"][0])
 
 
-def nudge_configmap(kube: Kube, namespace: str, name: str) -> str:
+def nudge_configmap(kube: E2EKube, namespace: str, name: str) -> str:
     """Annotate the runtime ConfigMap by hand: a child MODIFIED event, so the operator
     reconciles the owner once more (the annotation is not the operator's field, so it stays;
     no controller reacts to it, unlike a Deployment's, whose generation it would bump).

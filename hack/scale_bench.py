@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
-from kubeapi import Kube, condition, tts_body
+from kubeapi import E2EKube, condition, tts_body
 from operatorproc import OperatorProcess
 from tts_cluster import REPO_ROOT, LocalCluster, locate_binaries
 
@@ -39,7 +39,7 @@ def vm_hwm_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def ready_count(kube: Kube) -> int:
+def ready_count(kube: E2EKube) -> int:
     items = kube.custom.list_namespaced_custom_object(
         "ttsoperator.io", "v1alpha1", NAMESPACE, "ttsservices"
     )["items"]
@@ -56,7 +56,7 @@ def run(count: int, gpus_per_node: int, timeout: float) -> dict[str, Any]:
     try:
         for path in sorted((REPO_ROOT / "crds").glob("*.yaml")):
             cluster.kubectl("apply", "--server-side", "-f", str(path))
-        kube = Kube(cluster.kubeconfig)
+        kube = E2EKube(cluster.kubeconfig)
         kube.wait_crd_established("ttsservices.ttsoperator.io")
         kube.create_namespace(NAMESPACE)
         operator = OperatorProcess(

@@ -13,29 +13,15 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tts_operator.models import GROUP, PLURAL, VERSION
+from tts_operator.kinds import BY_KIND, TTSSERVICE, Manifest
 from tts_operator.settings import FIELD_MANAGER
-
-Manifest = dict[str, Any]
-
-# Kinds the operator touches -> their REST plural (the chart's RBAC must cover each).
-PLURALS = {
-    "ConfigMap": "configmaps",
-    "Service": "services",
-    "Pod": "pods",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "Deployment": "deployments",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "TTSService": PLURAL,
-}
-TTS_API_VERSION = f"{GROUP}/{VERSION}"
 
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    """REST path of a namespaced object (or collection when name is None)."""
+    """REST path of a namespaced object (or collection when name is None); `kind` is one of
+    kinds.KINDS."""
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
+    path = f"{base}/namespaces/{namespace}/{BY_KIND[kind].plural}"
     return f"{path}/{name}" if name else path
 
 
@@ -130,13 +116,10 @@ class Kube:
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         """Merge-patch a TTSService's status subresource."""
-        path = resource_path(TTS_API_VERSION, "TTSService", namespace, name) + "/status"
+        path = resource_path(TTSSERVICE.api_version, TTSSERVICE.kind, namespace, name) + "/status"
         return self._call(
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
         )
-
-    def get_tts(self, namespace: str, name: str) -> Manifest | None:
-        return self.get(TTS_API_VERSION, "TTSService", namespace, name)
 
     def exists(self, path: str) -> bool:
         """GET an object by its REST path: False on 404 (e.g. a peering object not made yet)."""

@@ -15,29 +15,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from tts_operator.builders import ChildRef, Children, build_children
+from tts_operator.builders import ChildRef, build_children
 from tts_operator.builders.common import (
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
     selector_string,
 )
-from tts_operator.kube import Manifest, owns_field
+from tts_operator.builders.model import pvc_claim
+from tts_operator.kinds import DEPLOYMENT, POD, PVC, Manifest
+from tts_operator.kube import owns_field
 from tts_operator.models import TTSServiceSpec
 from tts_operator.policy import POLICY_VIOLATION, check, download_rules, refusal_message
 from tts_operator.settings import FIELD_MANAGER, OperatorSettings
 from tts_operator.status import (
     CHILD_CONFLICT,
     DEGRADED,
+    INVALID_SPEC,
     Observed,
     Problem,
     compute_status,
+    condition,
     degraded_status,
 )
 
@@ -82,10 +86,10 @@ def _meta(body: Manifest) -> tuple[str, str, int | None]:
 
 def _degraded(status: Manifest | None) -> tuple[str, str] | None:
     """(reason, message) of a Degraded=True condition, else None."""
-    for cond in (status or {}).get("conditions", []) or []:
-        if cond.get("type") == DEGRADED and cond.get("status") == "True":
-            return str(cond.get("reason")), str(cond.get("message", ""))
-    return None
+    cond = condition(status, DEGRADED)
+    if cond.get("status") != "True":
+        return None
+    return str(cond.get("reason")), str(cond.get("message", ""))
 
 
 def _degraded_reason(status: Manifest | None) -> str | None:
@@ -111,37 +115,37 @@ def report(ctx: Context, body: Manifest, status: Manifest) -> Manifest:
     return status
 
 
-def parse_spec(ctx: Context, body: Manifest) -> TTSServiceSpec:
+def admit(ctx: Context, body: Manifest) -> TTSServiceSpec | Problem:
+    """The spec, parsed once, or why the operator refuses it: InvalidSpec (the models refuse
+    it although the API server accepted it) or PolicyViolation (the operator's policy does
+    not allow it; the message names each field and the chart value that would allow it)."""
     try:
-        return TTSServiceSpec.model_validate(body.get("spec") or {})
+        spec = TTSServiceSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
-        name, _, generation = _meta(body)
-        problem = Problem("InvalidSpec", str(err).replace("\n", " "))
-        report(ctx, body, degraded_status(name, generation, problem, body.get("status")))
-        raise kopf.PermanentError(f"invalid spec: {problem.message}") from err
-
-
-def enforce_policy(ctx: Context, body: Manifest, spec: TTSServiceSpec) -> None:
-    """Refuse a spec the operator's policy does not allow, before anything is built or
-    written: Degraded (and Ready, Progressing False) with reason PolicyViolation naming each
-    field and the chart value that would allow it, one Warning event, and
-    kopf.PermanentError. Permanent like InvalidSpec: only a spec change (an update, handled
-    anew) or new operator settings (a restart, which resumes every TTSService) can change
-    the answer, so retrying on a timer would only repeat it. Children already there are
-    left exactly as they are (still serving the last allowed spec)."""
+        return Problem(INVALID_SPEC, str(err).replace("\n", " "))
     violations = check(spec, ctx.settings.policy, ctx.settings.runtime_image)
-    if not violations:
-        return
+    if violations:
+        return Problem(POLICY_VIOLATION, refusal_message(violations))
+    return spec
+
+
+def refuse(ctx: Context, body: Manifest, problem: Problem) -> NoReturn:
+    """Refuse a spec before anything is built or written: Degraded (and Ready, Progressing
+    False) with the problem's reason, one Warning event, and kopf.PermanentError. Permanent:
+    only a spec change (an update, handled anew) or new operator settings (a restart, which
+    resumes every TTSService) can change the answer, so retrying on a timer would only repeat
+    it. Children already there are left exactly as they are (still serving the last allowed
+    spec)."""
     name, _, generation = _meta(body)
-    problem = Problem(POLICY_VIOLATION, refusal_message(violations))
     report(ctx, body, degraded_status(name, generation, problem, body.get("status")))
-    raise kopf.PermanentError(problem.message)
+    prefix = "invalid spec: " if problem.reason == INVALID_SPEC else ""
+    raise kopf.PermanentError(prefix + problem.message)
 
 
-def precheck(ctx: Context, namespace: str, spec: TTSServiceSpec, kids: Children) -> Problem | None:
+def precheck(ctx: Context, namespace: str, spec: TTSServiceSpec) -> Problem | None:
     """Problems the schema cannot see: a PVC that does not exist (yet)."""
-    claim = kids.delivery.claim if kids.delivery else None
-    if claim and ctx.kube.get("v1", "PersistentVolumeClaim", namespace, claim) is None:
+    claim = pvc_claim(spec.model.uri)
+    if claim and ctx.kube.get(PVC.api_version, PVC.kind, namespace, claim) is None:
         return Problem(
             "ModelClaimNotFound",
             f'PersistentVolumeClaim "{claim}" (from model.uri {spec.model.uri}) does not exist '
@@ -212,8 +216,7 @@ def hand_over_replicas(ctx: Context, deployment: Manifest, live: Manifest | None
         return
     ctx.kube.apply(
         {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
+            **DEPLOYMENT.header(),
             "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
             "spec": {"replicas": live.get("spec", {}).get("replicas", 1)},
         },
@@ -234,7 +237,7 @@ def prune(ctx: Context, namespace: str, owner_uid: str, unwanted: list[ChildRef]
 
 
 def observe(ctx: Context, namespace: str, name: str, deployment: Manifest | None) -> Observed:
-    pods = ctx.kube.list("v1", "Pod", namespace, selector_string(name))
+    pods = ctx.kube.list(POD.api_version, POD.kind, namespace, selector_string(name))
     return Observed(deployment=deployment, pods=pods)
 
 
@@ -245,12 +248,13 @@ def _api_problem(err: ApiException) -> Problem:
 def reconcile(ctx: Context, body: Manifest) -> Manifest:
     """Bring one TTSService's children to its spec and report status. Returns the status."""
     name, namespace, _ = _meta(body)
-    spec = parse_spec(ctx, body)
-    enforce_policy(ctx, body, spec)
+    spec = admit(ctx, body)
+    if isinstance(spec, Problem):
+        refuse(ctx, body, spec)
     kids = build_children(
         name, namespace, spec, ctx.settings.runtime_image, download_rules(ctx.settings.policy)
     )
-    problem = precheck(ctx, namespace, spec, kids)
+    problem = precheck(ctx, namespace, spec)
     if problem:
         _report_observed(ctx, body, spec, Observed(None, [], problem))
         raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds)
@@ -267,17 +271,18 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
             # Refuse the whole pass, not just the conflicting child: a Deployment without its
             # Service (or ConfigMap, or PDB) is half a product, and stopping before any write
             # leaves both the other object and what exists of ours exactly as they are.
-            ours = live.get(("Deployment", name))
+            ours = live.get((DEPLOYMENT.kind, name))
             ours = ours if ours is not None and controlled_by(ours, uid) else None
             problem = conflict_problem(namespace, taken)
             _report_observed(ctx, body, spec, Observed(ours, [], problem))
             # Retried: the conflict clears without a spec change once the other object goes.
             raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds)
         for manifest in kids.desired:
-            if manifest["kind"] == "Deployment" and spec.autoscaling.enabled:
+            is_deployment = manifest["kind"] == DEPLOYMENT.kind
+            if is_deployment and spec.autoscaling.enabled:
                 hand_over_replicas(ctx, manifest, live[_key(manifest)])
             applied = ctx.kube.apply(manifest)
-            if manifest["kind"] == "Deployment":
+            if is_deployment:
                 deployment = applied
         prune(ctx, namespace, uid, kids.unwanted)
     except ApiException as err:
@@ -293,19 +298,15 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
 
 
 def refresh_status(ctx: Context, body: Manifest) -> Manifest | None:
-    """Status only (pods changed): no applies. None when the spec does not parse or the
-    policy refuses it, or while a ChildConflict stands (only `reconcile`, which reads the
-    children, may clear it)."""
+    """Status only (pods changed): no applies. None, with nothing written, when the spec is
+    refused (InvalidSpec, PolicyViolation: `reconcile` reported it when the spec came) or
+    while a ChildConflict stands (only `reconcile`, which reads the children, may clear
+    it)."""
     name, namespace, _ = _meta(body)
-    try:
-        spec = TTSServiceSpec.model_validate(body.get("spec") or {})
-    except ValidationError:
+    spec = admit(ctx, body)
+    if isinstance(spec, Problem) or _degraded_reason(body.get("status")) == CHILD_CONFLICT:
         return None
-    if _degraded_reason(body.get("status")) == CHILD_CONFLICT:
-        return None
-    if check(spec, ctx.settings.policy, ctx.settings.runtime_image):
-        return None  # a refused spec: only `reconcile` reports it
-    deployment = ctx.kube.get("apps/v1", "Deployment", namespace, name)
+    deployment = ctx.kube.get(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, name)
     return _report_observed(ctx, body, spec, observe(ctx, namespace, name, deployment))
 
 

@@ -27,6 +27,8 @@ _BAD_WAITING = {
 }
 # A child's name is taken by an object this TTSService does not control: nothing is applied.
 CHILD_CONFLICT = "ChildConflict"
+# The API server accepted a spec the operator's models refuse.
+INVALID_SPEC = "InvalidSpec"
 # The most of a container's termination message a condition repeats.
 MESSAGE_LIMIT = 300
 # How the model-fetch script's last line starts (builders/model.py); the condition says it already.
@@ -66,8 +68,9 @@ def _get(obj: dict[str, Any] | None, *path: str, default: Any = None) -> Any:
     return obj
 
 
-def _deployment_condition(dep: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
-    for cond in _get(dep, "status", "conditions", default=[]) or []:
+def condition(status: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
+    """The condition of type `ctype` in a status (a TTSService's, a Deployment's), else {}."""
+    for cond in (status or {}).get("conditions", []) or []:
         if cond.get("type") == ctype:
             return dict(cond)
     return {}
@@ -99,13 +102,9 @@ def pod_problem(pods: list[dict[str, Any]], gpu_resource: str) -> Problem | None
     for pod in pods:
         if _get(pod, "metadata", "deletionTimestamp"):
             continue
-        for cond in _get(pod, "status", "conditions", default=[]) or []:
-            if (
-                cond.get("type") == "PodScheduled"
-                and cond.get("status") == "False"
-                and cond.get("reason") == "Unschedulable"
-            ):
-                unschedulable.append(str(cond.get("message", "")))
+        scheduled = condition(_get(pod, "status"), "PodScheduled")
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            unschedulable.append(str(scheduled.get("message", "")))
         for cs in _get(pod, "status", "initContainerStatuses", default=[]) or []:
             state = cs.get("state", {})
             failed = (
@@ -156,91 +155,117 @@ def _condition(
     )
 
 
-def _conditions(
-    spec: TTSServiceSpec, generation: int | None, observed: Observed
-) -> list[Condition]:
-    if observed.problem is not None and observed.problem.refused:
-        why, detail = observed.problem.reason, observed.problem.message
-        return [
-            _condition(READY, False, why, detail, generation),
-            _condition(PROGRESSING, False, why, detail, generation),
-            _condition(DEGRADED, True, why, detail, generation),
-        ]
-    dep = observed.deployment
-    problem = observed.problem or pod_problem(observed.pods, spec.runtime.gpu.resource_name)
-    ready_pods = int(_get(dep, "status", "readyReplicas", default=0) or 0)
-    desired = int(_get(dep, "spec", "replicas", default=spec.effective_replicas) or 0)
-    updated = int(_get(dep, "status", "updatedReplicas", default=0) or 0)
-    total = int(_get(dep, "status", "replicas", default=0) or 0)
-    available = _deployment_condition(dep, "Available").get("status") == "True"
-    progress = _deployment_condition(dep, "Progressing")
-    dep_current = _get(dep, "status", "observedGeneration", default=0) >= _get(
-        dep, "metadata", "generation", default=0
-    )
+def _refused(problem: Problem, generation: int | None) -> list[Condition]:
+    """Ready and Progressing False, Degraded True, all with the problem's reason."""
+    why, detail = problem.reason, problem.message
+    return [
+        _condition(READY, False, why, detail, generation),
+        _condition(PROGRESSING, False, why, detail, generation),
+        _condition(DEGRADED, True, why, detail, generation),
+    ]
 
-    if dep is None:
+
+@dataclass(frozen=True)
+class _Rollout:
+    """The Deployment's numbers and conditions the TTSService's conditions are made of."""
+
+    present: bool
+    ready: int
+    desired: int
+    updated: int
+    total: int
+    available: bool
+    current: bool
+    progress: dict[str, Any]
+
+    @classmethod
+    def of(cls, dep: dict[str, Any] | None, spec: TTSServiceSpec) -> _Rollout:
+        return cls(
+            present=dep is not None,
+            ready=int(_get(dep, "status", "readyReplicas", default=0) or 0),
+            desired=int(_get(dep, "spec", "replicas", default=spec.effective_replicas) or 0),
+            updated=int(_get(dep, "status", "updatedReplicas", default=0) or 0),
+            total=int(_get(dep, "status", "replicas", default=0) or 0),
+            available=condition(_get(dep, "status"), "Available").get("status") == "True",
+            current=_get(dep, "status", "observedGeneration", default=0)
+            >= _get(dep, "metadata", "generation", default=0),
+            progress=condition(_get(dep, "status"), "Progressing"),
+        )
+
+    @property
+    def deadline_exceeded(self) -> bool:
+        return self.progress.get("reason") == "ProgressDeadlineExceeded"
+
+    @property
+    def rolling(self) -> bool:
+        return self.present and (
+            not self.current
+            or self.updated < self.desired
+            or self.total > self.updated
+            or self.ready < self.desired
+        )
+
+
+def _ready(r: _Rollout, problem: Problem | None, generation: int | None) -> Condition:
+    if not r.present:
         why, detail = (
             (problem.reason, problem.message)
             if problem
             else ("DeploymentMissing", "the Deployment is not there yet")
         )
-        ready = _condition(READY, False, why, detail, generation)
-    elif desired == 0:
-        ready = _condition(READY, False, "ScaledToZero", "replicas is 0", generation)
-    elif ready_pods > 0 and available:
-        ready = _condition(
-            READY,
-            True,
-            "MinimumReplicasAvailable",
-            f"{ready_pods}/{desired} pods ready",
-            generation,
-        )
-    else:
-        why = problem.reason if problem else "PodsNotReady"
-        ready = _condition(READY, False, why, f"{ready_pods}/{desired} pods ready", generation)
-
-    rolling = dep is not None and (
-        not dep_current or updated < desired or total > updated or ready_pods < desired
+        return _condition(READY, False, why, detail, generation)
+    if r.desired == 0:
+        return _condition(READY, False, "ScaledToZero", "replicas is 0", generation)
+    counts = f"{r.ready}/{r.desired} pods ready"
+    if r.ready > 0 and r.available:
+        return _condition(READY, True, "MinimumReplicasAvailable", counts, generation)
+    return _condition(
+        READY, False, problem.reason if problem else "PodsNotReady", counts, generation
     )
-    if dep is None:
-        progressing = _condition(PROGRESSING, True, "Creating", "creating the children", generation)
-    elif progress.get("reason") == "ProgressDeadlineExceeded":
-        progressing = _condition(
-            PROGRESSING,
-            False,
-            "ProgressDeadlineExceeded",
-            str(progress.get("message", "")),
-            generation,
-        )
-    elif rolling:
-        progressing = _condition(
-            PROGRESSING,
-            True,
-            "RollingOut",
-            f"{updated}/{desired} pods updated, {ready_pods} ready, {total} total",
-            generation,
-        )
-    else:
-        progressing = _condition(
-            PROGRESSING, False, "Complete", "all pods updated and ready", generation
-        )
 
-    if problem is None and progress.get("reason") == "ProgressDeadlineExceeded":
-        problem = Problem("ProgressDeadlineExceeded", str(progress.get("message", "")))
+
+def _progressing(r: _Rollout, generation: int | None) -> Condition:
+    if not r.present:
+        return _condition(PROGRESSING, True, "Creating", "creating the children", generation)
+    if r.deadline_exceeded:
+        message = str(r.progress.get("message", ""))
+        return _condition(PROGRESSING, False, "ProgressDeadlineExceeded", message, generation)
+    if r.rolling:
+        counts = f"{r.updated}/{r.desired} pods updated, {r.ready} ready, {r.total} total"
+        return _condition(PROGRESSING, True, "RollingOut", counts, generation)
+    return _condition(PROGRESSING, False, "Complete", "all pods updated and ready", generation)
+
+
+def _degraded(r: _Rollout, problem: Problem | None, generation: int | None) -> Condition:
+    if problem is None and r.deadline_exceeded:
+        problem = Problem("ProgressDeadlineExceeded", str(r.progress.get("message", "")))
     if problem:
-        degraded = _condition(DEGRADED, True, problem.reason, problem.message, generation)
-    else:
-        degraded = _condition(DEGRADED, False, "AsExpected", "no problems seen", generation)
-    return [ready, progressing, degraded]
+        return _condition(DEGRADED, True, problem.reason, problem.message, generation)
+    return _condition(DEGRADED, False, "AsExpected", "no problems seen", generation)
+
+
+def _conditions(
+    spec: TTSServiceSpec, generation: int | None, observed: Observed
+) -> list[Condition]:
+    if observed.problem is not None and observed.problem.refused:
+        return _refused(observed.problem, generation)
+    problem = observed.problem or pod_problem(observed.pods, spec.runtime.gpu.resource_name)
+    rollout = _Rollout.of(observed.deployment, spec)
+    return [
+        _ready(rollout, problem, generation),
+        _progressing(rollout, generation),
+        _degraded(rollout, problem, generation),
+    ]
 
 
 def _keep_transition_times(
-    conditions: list[Condition], previous: list[dict[str, Any]], now: str
+    conditions: list[Condition], previous: dict[str, Any] | None, now: str
 ) -> list[Condition]:
-    before = {c.get("type"): c for c in previous}
+    """`conditions` with the lastTransitionTime of the `previous` status's condition of the
+    same type where the status did not change, else `now`."""
     out = []
     for cond in conditions:
-        old = before.get(cond.type, {})
+        old = condition(previous, cond.type)
         same = old.get("status") == cond.status and old.get("lastTransitionTime")
         out.append(
             cond.model_copy(
@@ -265,7 +290,7 @@ def compute_status(
     refused = observed.problem is not None and observed.problem.refused
     conditions = _keep_transition_times(
         _conditions(spec, generation, observed),
-        list((previous or {}).get("conditions", []) or []),
+        previous,
         now or now_rfc3339(),
     )
     status = TTSServiceStatus(
@@ -292,12 +317,8 @@ def degraded_status(
 ) -> dict[str, Any]:
     """Status for a spec that could not even be parsed: only the conditions say why."""
     conditions = _keep_transition_times(
-        [
-            _condition(READY, False, problem.reason, problem.message, generation),
-            _condition(PROGRESSING, False, problem.reason, problem.message, generation),
-            _condition(DEGRADED, True, problem.reason, problem.message, generation),
-        ],
-        list((previous or {}).get("conditions", []) or []),
+        _refused(problem, generation),
+        previous,
         now or now_rfc3339(),
     )
     status = {k: v for k, v in (previous or {}).items() if k not in ("conditions", "kopf")}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from chart_helpers import CHART, NAMESPACE, ROOT, Helm
+from tts_operator.kinds import rbac_needs
 from tts_operator.policy import DEFAULT_DENIED_ENV_NAMES
 
 CRD_FILE = "ttsservices.ttsoperator.io.yaml"
@@ -148,26 +149,13 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
 
 
 def test_rbac_grants_exactly_what_the_operator_and_kopf_use(helm: Helm) -> None:
-    """Each scope's rules, whole: a verb or a resource more (or less) fails here (README
-    "RBAC" explains each; operator/tts_operator/kube.py and reconcile.py make the calls)."""
-    applied = {"get", "list", "watch", "create", "patch"}
+    """Each scope's rules, whole: a verb or a resource more (or less) than the operator's
+    kinds table (operator/tts_operator/kinds.py) and kopf's peering need fails here (README
+    "RBAC" explains each)."""
+    needs = rbac_needs()
     peering = {"get", "list", "watch", "patch"}  # the release creates it; the operator waits
-    common = {
-        ("ttsoperator.io", "ttsservices"): {"get", "list", "watch", "patch"},
-        ("ttsoperator.io", "ttsservices/status"): {"patch"},
-        # Never deleted (nor updated): the garbage collector removes children.
-        ("apps", "deployments"): applied,
-        ("", "services"): applied,
-        ("", "configmaps"): applied,
-        # Also deleted when autoscaling / the PDB is switched off.
-        ("autoscaling", "horizontalpodautoscalers"): applied | {"delete"},
-        ("policy", "poddisruptionbudgets"): applied | {"delete"},
-        ("", "pods"): {"list", "watch"},
-        ("", "persistentvolumeclaims"): {"get"},
-        ("", "events"): {"create"},
-    }
-    assert _grants(_rules(helm)) == common | {("kopf.dev", "kopfpeerings"): peering}
-    assert _grants(_rules(helm, "--set", "scope=cluster")) == common | {
+    assert _grants(_rules(helm)) == needs | {("kopf.dev", "kopfpeerings"): peering}
+    assert _grants(_rules(helm, "--set", "scope=cluster")) == needs | {
         ("kopf.dev", "clusterkopfpeerings"): peering,
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     }

@@ -29,10 +29,10 @@ SHA = "ab" * 32
 
 
 def test_pvc_delivery_mounts_the_claim_read_only() -> None:
-    d = model_delivery("pvc://voices/a/b.onnx", IMAGE, {})
-    assert d.claim == "voices" and d.model_path == "/models/a/b.onnx"
+    d = model_delivery("pvc://voices/a/b.onnx", IMAGE)
+    assert d.model_path == "/models/a/b.onnx"
     assert d.volume["persistentVolumeClaim"] == {"claimName": "voices", "readOnly": True}
-    assert model_delivery("pvc://voices", IMAGE, {}).model_path == "/models"
+    assert model_delivery("pvc://voices", IMAGE).model_path == "/models"
 
 
 def test_http_delivery_downloads_in_an_init_container_within_the_default_limits() -> None:
@@ -85,7 +85,7 @@ def test_the_fetch_carries_the_digests_and_the_policys_limits() -> None:
 def test_allow_http_reaches_the_fetch_only_for_an_http_uri_the_policy_allows(
     uri: str, allow_http: bool, flag: bool
 ) -> None:
-    d = model_delivery(uri, IMAGE, {}, DownloadRules(allow_http=allow_http))
+    d = model_delivery(uri, IMAGE, DownloadRules(allow_http=allow_http))
     assert ("--allow-http" in d.init_containers[0]["args"]) is flag
 
 
@@ -105,7 +105,7 @@ def test_byte_quantity_is_exact(n: int, quantity: str) -> None:
     ],
 )
 def test_file_delivery_uses_host_path(uri: str, host: str, path: str) -> None:
-    d = model_delivery(uri, IMAGE, {})
+    d = model_delivery(uri, IMAGE)
     assert d.volume["hostPath"]["path"] == host and d.model_path == path
 
 
@@ -157,7 +157,7 @@ def run_init_container(
 ) -> subprocess.CompletedProcess[str]:
     """The model-fetch container's command and args as built, with this interpreter for the
     image's python3 and `dest` for the emptyDir mount."""
-    [init] = model_delivery(uri, IMAGE, {}, rules, sha256).init_containers
+    [init] = model_delivery(uri, IMAGE, rules, sha256).init_containers
     assert init["command"] == FETCH_COMMAND
     argv = [sys.executable, *init["command"][1:]]
     argv += [str(dest) if a == MODEL_MOUNT else a for a in init["args"]]

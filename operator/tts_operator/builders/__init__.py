@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tts_operator.builders.common import Manifest, content_hash
+from tts_operator.builders.common import content_hash
 from tts_operator.builders.configmap import build_configmap
-from tts_operator.builders.deployment import CONTAINER_SECURITY_CONTEXT, build_deployment
+from tts_operator.builders.deployment import build_deployment
 from tts_operator.builders.hpa import build_hpa
-from tts_operator.builders.model import DownloadRules, ModelDelivery, model_delivery
+from tts_operator.builders.model import DownloadRules, model_delivery
 from tts_operator.builders.pdb import build_pdb
 from tts_operator.builders.service import build_service
+from tts_operator.kinds import HPA, PDB, Kind, Manifest
 from tts_operator.models import TTSServiceSpec
 
 
@@ -18,9 +19,16 @@ from tts_operator.models import TTSServiceSpec
 class ChildRef:
     """A child kind and name, for children the spec no longer wants."""
 
-    api_version: str
-    kind: str
+    type: Kind
     name: str
+
+    @property
+    def api_version(self) -> str:
+        return self.type.api_version
+
+    @property
+    def kind(self) -> str:
+        return self.type.kind
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,6 @@ class Children:
 
     desired: list[Manifest]
     unwanted: list[ChildRef] = field(default_factory=list)
-    delivery: ModelDelivery | None = None
 
 
 def build_children(
@@ -43,12 +50,7 @@ def build_children(
     None: the policy's defaults)."""
     image = spec.runtime.image or default_image
     delivery = model_delivery(
-        spec.model.uri,
-        image,
-        CONTAINER_SECURITY_CONTEXT,
-        download,
-        spec.model.sha256,
-        spec.model.config_sha256,
+        spec.model.uri, image, download, spec.model.sha256, spec.model.config_sha256
     )
     configmap = build_configmap(name, namespace, spec, delivery)
     desired = [
@@ -60,9 +62,9 @@ def build_children(
     if spec.autoscaling.enabled:
         desired.append(build_hpa(name, namespace, spec))
     else:
-        unwanted.append(ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", name))
+        unwanted.append(ChildRef(HPA, name))
     if spec.disruption.enabled:
         desired.append(build_pdb(name, namespace, spec))
     else:
-        unwanted.append(ChildRef("policy/v1", "PodDisruptionBudget", name))
-    return Children(desired=desired, unwanted=unwanted, delivery=delivery)
+        unwanted.append(ChildRef(PDB, name))
+    return Children(desired=desired, unwanted=unwanted)

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-Manifest = dict[str, Any]
+from tts_operator.kinds import Manifest
 
 MANAGED_BY = "tts-operator"
 LABEL_NAME = "app.kubernetes.io/name"
@@ -18,6 +18,14 @@ APP_NAME = "tts-runtime"
 CONFIG_HASH_ANNOTATION = "ttsoperator.io/config-hash"
 CONTAINER_NAME = "tts-runtime"
 MODEL_MOUNT = "/models"
+# Every container the operator builds (the runtime and the model-fetch init container).
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def selector_labels(name: str) -> dict[str, str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tts_operator.builders.common import Manifest, configmap_name, metadata
+from tts_operator.builders.common import configmap_name, metadata
 from tts_operator.builders.model import ModelDelivery
+from tts_operator.kinds import CONFIGMAP, Manifest
 from tts_operator.models import RUNTIME_PORT, TTSServiceSpec
 
 
@@ -36,8 +37,7 @@ def build_configmap(
     name: str, namespace: str, spec: TTSServiceSpec, delivery: ModelDelivery
 ) -> Manifest:
     return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
+        **CONFIGMAP.header(),
         "metadata": metadata(name, namespace, configmap_name(name)),
         "data": runtime_env(spec, delivery),
     }

@@ -8,14 +8,15 @@ from typing import Any
 from tts_operator.builders.common import (
     CONFIG_HASH_ANNOTATION,
     CONTAINER_NAME,
+    CONTAINER_SECURITY_CONTEXT,
     MODEL_MOUNT,
-    Manifest,
     configmap_name,
     labels,
     metadata,
     selector_labels,
 )
 from tts_operator.builders.model import VOLUME, ModelDelivery
+from tts_operator.kinds import DEPLOYMENT, Manifest
 from tts_operator.models import RUNTIME_PORT, TTSServiceSpec
 
 RUN_AS_USER = 10001
@@ -25,13 +26,6 @@ STARTUP_PROBE_PERIOD_SECONDS = 10
 # The runtime's TTS_POD_NAME: sent back in its X-TTS-Pod response header.
 POD_NAME_ENV = "TTS_POD_NAME"
 
-CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 POD_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": RUN_AS_USER,
@@ -214,8 +208,7 @@ def build_deployment(
         # server-side apply, leaving it out is what releases our ownership of the field).
         deployment_spec = {"replicas": spec.effective_replicas, **deployment_spec}
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        **DEPLOYMENT.header(),
         "metadata": metadata(name, namespace),
         "spec": deployment_spec,
     }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tts_operator.builders.common import Manifest, metadata
+from tts_operator.builders.common import metadata
+from tts_operator.kinds import DEPLOYMENT, HPA, Manifest
 from tts_operator.models import ScalingRules, TTSServiceSpec
 
 
@@ -23,11 +24,10 @@ def _rules(rules: ScalingRules) -> Manifest:
 def build_hpa(name: str, namespace: str, spec: TTSServiceSpec) -> Manifest:
     auto = spec.autoscaling
     return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
+        **HPA.header(),
         "metadata": metadata(name, namespace),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "scaleTargetRef": {**DEPLOYMENT.header(), "name": name},
             "minReplicas": auto.min_replicas,
             "maxReplicas": auto.max_replicas,
             "metrics": [

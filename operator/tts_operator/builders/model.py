@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
-from tts_operator.builders.common import MODEL_MOUNT, Manifest
+from tts_operator.builders.common import CONTAINER_SECURITY_CONTEXT, MODEL_MOUNT
+from tts_operator.kinds import Manifest
 
 VOLUME = "model"
 FETCH_CONTAINER = "model-fetch"
@@ -84,7 +84,6 @@ class ModelDelivery:
     volume: Manifest
     read_only: bool
     init_containers: list[Manifest] = field(default_factory=list)
-    claim: str | None = None
 
 
 def pvc_claim(uri: str) -> str | None:
@@ -104,7 +103,6 @@ def file_mount(uri: str) -> tuple[str, str]:
 def model_delivery(
     uri: str,
     image: str,
-    security_context: dict[str, Any],
     rules: DownloadRules | None = None,
     sha256: str | None = None,
     config_sha256: str | None = None,
@@ -122,7 +120,6 @@ def model_delivery(
                 "persistentVolumeClaim": {"claimName": parts.netloc, "readOnly": True},
             },
             read_only=True,
-            claim=parts.netloc,
         )
     if parts.scheme in ("http", "https"):
         rules = rules or DownloadRules()
@@ -135,7 +132,7 @@ def model_delivery(
             # into the container's terminated.message, where pod_problem finds it.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": VOLUME, "mountPath": MODEL_MOUNT}],
-            "securityContext": security_context,
+            "securityContext": CONTAINER_SECURITY_CONTEXT,
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
         }
         return ModelDelivery(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from tts_operator.builders.common import Manifest, metadata, selector_labels
+from tts_operator.builders.common import metadata, selector_labels
+from tts_operator.kinds import PDB, Manifest
 from tts_operator.models import TTSServiceSpec
 
 
 def build_pdb(name: str, namespace: str, spec: TTSServiceSpec) -> Manifest:
     return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
+        **PDB.header(),
         "metadata": metadata(name, namespace),
         "spec": {
             "maxUnavailable": spec.disruption.max_unavailable,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tts_operator.builders.common import Manifest, metadata, selector_labels
+from tts_operator.builders.common import metadata, selector_labels
+from tts_operator.kinds import SERVICE, Manifest
 from tts_operator.models import TTSServiceSpec
 
 
@@ -21,7 +22,7 @@ def build_service(name: str, namespace: str, spec: TTSServiceSpec) -> Manifest:
         body["sessionAffinityConfig"] = {
             "clientIP": {"timeoutSeconds": svc.session_affinity_timeout_seconds}
         }
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": body}
+    return {**SERVICE.header(), "metadata": meta, "spec": body}
 
 
 def endpoint(name: str, namespace: str, spec: TTSServiceSpec) -> str:
