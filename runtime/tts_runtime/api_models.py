@@ -1,14 +1,12 @@
-"""Request/response shapes of the OpenAI-compatible API, and its JSON errors.
-
-Every refusal is an `ApiError`, rendered as OpenAI renders errors:
-{"error": {"message", "type", "param", "code"}}, with a message saying what to fix.
-"""
+"""Request/response shapes of the OpenAI-compatible API (its errors: tts_runtime.errors)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tts_runtime.errors import ApiError
 
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
@@ -62,38 +60,6 @@ class VoiceCard(BaseModel):
 class VoiceList(BaseModel):
     object: Literal["list"] = "list"
     data: list[VoiceCard]
-
-
-class ApiError(Exception):
-    """An HTTP error with an OpenAI-style body."""
-
-    def __init__(
-        self,
-        status_code: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
 
 def invalid_field(exc: ValidationError) -> ApiError:

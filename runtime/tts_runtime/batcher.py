@@ -21,7 +21,9 @@ Shape (Triton-like, on asyncio):
 - Internal work (the start-up warm-up) is submitted with `internal=True`: it runs
   like any segment but is never batched with user segments and never reaches the
   tts_* metrics, so the audio total and the queue wait the HPA scales on count
-  user traffic only. Calibration bypasses the queue and the metrics altogether.
+  user traffic only. Batch-size calibration (tts_runtime.calibration) times the engine
+  through `time_batch`, outside the queue and the metrics, and sets `batch_limit`.
+- One injected `Clock` times batches and counts queue waits and deadlines.
 """
 
 from __future__ import annotations
@@ -33,11 +35,19 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tts_runtime.engine_types import Audio, SynthesisEngine, SynthesisItem, SynthesisScales
+from tts_runtime.errors import (
+    BatcherStoppedError,
+    DeadlineExceededError,
+    QueueFullError,
+    SynthesisFailedError,
+    TooManySegmentsError,
+)
 from tts_runtime.metrics import RuntimeMetrics
 
 log = logging.getLogger(__name__)
@@ -45,37 +55,21 @@ log = logging.getLogger(__name__)
 # Above this share of padded phoneme slots a segment waits for a better-matched
 # batch: on CPU padding costs as much compute as real phonemes.
 DEFAULT_MAX_PADDING_RATIO = 0.5
-# A bigger batch must cut the time per item by this share to be worth forming.
-CALIBRATION_GAIN = 0.05
 
 
-class BatcherError(Exception):
-    """Base of the errors a caller of the batcher sees."""
+class Clock(Protocol):
+    """Seconds that never go back, from an arbitrary start. The batcher times batches and
+    counts queue waits and deadlines on one injected clock, so tests can fake time."""
+
+    def monotonic(self) -> float: ...
 
 
-class QueueFullError(BatcherError):
-    def __init__(self, queued: int, capacity: int, retry_after_s: int) -> None:
-        super().__init__(
-            f"the synthesis queue is full ({queued} of {capacity} segments queued); "
-            f"retry after {retry_after_s} s"
-        )
-        self.retry_after_s = retry_after_s
+class _SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
-class TooManySegmentsError(BatcherError):
-    """One request alone has more segments than the queue can ever hold."""
-
-
-class DeadlineExceededError(BatcherError):
-    pass
-
-
-class SynthesisFailedError(BatcherError):
-    pass
-
-
-class BatcherStoppedError(BatcherError):
-    pass
+SYSTEM_CLOCK: Clock = _SystemClock()
 
 
 class _State(enum.Enum):
@@ -126,16 +120,6 @@ class BatchStats:
     batch_sizes: Counter[int] = field(default_factory=Counter)
 
 
-def doublings(limit: int) -> list[int]:
-    """1, 2, 4, ... up to and including limit."""
-    sizes = [1]
-    while sizes[-1] * 2 < limit:
-        sizes.append(sizes[-1] * 2)
-    if sizes[-1] != limit:
-        sizes.append(limit)
-    return sizes
-
-
 def padding_ratio(lengths: Sequence[int]) -> float:
     """Share of the padded [B, max_len] input that is padding."""
     if not lengths:
@@ -156,14 +140,14 @@ class Batcher:
         max_queue_size: int = 256,
         max_padding_ratio: float = DEFAULT_MAX_PADDING_RATIO,
         metrics: RuntimeMetrics | None = None,
-        timer: Callable[[], float] = time.perf_counter,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, delay >= 0")
         self._engine = engine
         self._max_batch_size = max_batch_size
-        self._batch_limit = max_batch_size  # lowered by calibrate() where batching does not pay
-        self._timer = timer
+        self._batch_limit = max_batch_size  # lowered by calibration where batching does not pay
+        self._clock = clock
         self._max_queue_delay_s = max_queue_delay_s
         self._max_queue_size = max_queue_size
         self._max_padding_ratio = max_padding_ratio
@@ -232,50 +216,23 @@ class Batcher:
         """The largest batch the scheduler forms now (<= max_batch_size)."""
         return self._batch_limit
 
-    async def calibrate(
-        self, item: SynthesisItem, scales: SynthesisScales, *, repeats: int = 3
-    ) -> int:
-        """Find the largest batch size that still pays on this hardware and use it.
+    @batch_limit.setter
+    def batch_limit(self, limit: int) -> None:
+        """Set by start-up calibration (tts_runtime.calibration) where batching does not pay."""
+        if not 1 <= limit <= self._max_batch_size:
+            raise ValueError(f"batch limit {limit} is outside 1..{self._max_batch_size}")
+        self._batch_limit = limit
 
-        Times batches of copies of `item` at 1, 2, 4, ... max_batch_size and keeps
-        growing while the time per item falls by at least CALIBRATION_GAIN. On a GPU
-        that is usually max_batch_size; on a CPU, where the engine already spreads one
-        item over every core, per-item time does not fall with batch size and the
-        limit stays 1, so batching never makes a CPU pod slower than batch=1.
-
-        Each candidate is timed alternately with the current best (best, candidate,
-        best, ...; the fastest run of each counts), so load that comes and goes on a
-        shared machine weighs on both sides alike."""
-        best_size = 1
-        for size in doublings(self._max_batch_size)[1:]:
-            try:
-                best_cost, cost = await self._compare(item, scales, best_size, size, repeats)
-            except Exception as exc:
-                log.warning("calibration stopped at batch size %d: %r", size, exc)
-                break
-            if cost > best_cost * (1 - CALIBRATION_GAIN):
-                break
-            best_size = size
-        self._batch_limit = best_size
-        log.info("batch limit %d of %d", best_size, self._max_batch_size)
-        return best_size
-
-    async def _compare(
-        self, item: SynthesisItem, scales: SynthesisScales, a: int, b: int, repeats: int
-    ) -> tuple[float, float]:
-        """Best seconds per item at batch sizes a and b, timed alternately."""
+    async def time_batch(self, items: list[SynthesisItem], scales: SynthesisScales) -> float:
+        """Seconds one engine call on `items` takes, run on the inference thread outside
+        the queue and the metrics (for tts_runtime.calibration)."""
         assert self._executor is not None, "start() the batcher first"
-        loop = asyncio.get_running_loop()
-        best = {a: math.inf, b: math.inf}
-        for _ in range(repeats):
-            for size in (a, b):
-                outcome = await loop.run_in_executor(
-                    self._executor, self._synthesize, [item] * size, scales
-                )
-                if outcome.error is not None:
-                    raise RuntimeError(f"engine failed: {outcome.error!r}") from outcome.error
-                best[size] = min(best[size], outcome.seconds / size)
-        return best[a], best[b]
+        outcome = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._synthesize, items, scales
+        )
+        if outcome.error is not None:
+            raise RuntimeError(f"engine failed: {outcome.error!r}") from outcome.error
+        return outcome.seconds
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[None]:
@@ -318,7 +275,7 @@ class Batcher:
         runnable = 1 if in_order else len(items)
         if len(self._queue) + runnable > self._max_queue_size:
             raise QueueFullError(len(self._queue), self._max_queue_size, self._retry_after_s())
-        now = time.monotonic()
+        now = self._clock.monotonic()
         loop = asyncio.get_running_loop()
         jobs = [
             Job(item, scales, now, timeout_s, loop.create_future(), _State.HELD, internal)
@@ -339,11 +296,11 @@ class Batcher:
             if self._stopping:
                 self._settle(job, error=BatcherStoppedError("the server is shutting down"))
             else:
-                self._enqueue(job, time.monotonic())
+                self._enqueue(job, self._clock.monotonic())
                 self._wake.set()
         if job.future.done():
             return job.future.result()
-        remaining = job.deadline - time.monotonic()
+        remaining = job.deadline - self._clock.monotonic()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(remaining, 0))
         except TimeoutError:
@@ -388,7 +345,7 @@ class Batcher:
                 if job.scales == head.scales and job.internal == head.internal
             ]
             hold_until = head.enqueued_at + self._max_queue_delay_s
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if len(compatible) >= self._batch_limit or self._preparing == 0 or now >= hold_until:
                 return self._select(head, compatible)
             self._wake.clear()
@@ -410,7 +367,7 @@ class Batcher:
         return batch
 
     def _dispatch(self, batch: list[Job]) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for job in batch:
             self._remove(job)
             job.state = _State.RUNNING
@@ -442,16 +399,16 @@ class Batcher:
     def _synthesize(self, items: list[SynthesisItem], scales: SynthesisScales) -> _Outcome:
         """Runs in the inference thread. Catches everything: whatever the engine does,
         the outcome goes back to the event loop as data."""
-        started = self._timer()
+        started = self._clock.monotonic()
         try:
             audios = self._engine.synthesize(items, scales)
             if len(audios) != len(items):
                 raise RuntimeError(
                     f"engine returned {len(audios)} outputs for a batch of {len(items)}"
                 )
-            return _Outcome(audios=list(audios), seconds=self._timer() - started)
+            return _Outcome(audios=list(audios), seconds=self._clock.monotonic() - started)
         except BaseException as exc:  # a dying engine must not take the batcher with it
-            return _Outcome(error=exc, seconds=self._timer() - started)
+            return _Outcome(error=exc, seconds=self._clock.monotonic() - started)
 
     def _deliver(self, batch: list[Job], outcome: _Outcome, retry_singly: bool) -> None:
         self._outstanding -= 1
@@ -498,7 +455,7 @@ class Batcher:
     # -- bookkeeping --------------------------------------------------------------
 
     def _expire_overdue(self) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for job in [job for job in self._queue if job.deadline <= now]:
             self._expire(job)
 

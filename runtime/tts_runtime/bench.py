@@ -315,9 +315,9 @@ def _engine_scaling(
 ) -> list[tuple[int, float]]:
     """Seconds per item of the engine alone at growing batch sizes (identical typical
     sentences, no padding, no HTTP): where batching pays on this machine."""
-    from tts_runtime.app import CALIBRATION_TEXT
-    from tts_runtime.batcher import doublings
+    from tts_runtime.calibration import doublings
     from tts_runtime.engine_types import SynthesisItem
+    from tts_runtime.state import CALIBRATION_TEXT
 
     item = SynthesisItem(front_end.phoneme_ids(CALIBRATION_TEXT))
     scales = engine.config.default_scales()

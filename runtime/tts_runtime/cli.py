@@ -97,8 +97,9 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from tts_runtime.errors import SettingsError
     from tts_runtime.server import serve
-    from tts_runtime.settings import SettingsError, load_settings
+    from tts_runtime.settings import load_settings
 
     flags = {
         "model_path": args.model_path,

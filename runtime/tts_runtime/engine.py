@@ -20,7 +20,7 @@ from tts_runtime.fp16 import convert_model_to_fp16
 from tts_runtime.graph import DurationsNotFoundError, expose_durations
 from tts_runtime.voice import VoiceConfig, load_voice_config, resolve_model_files
 
-_LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 Precision = Literal["fp16", "fp32"]
 Device = Literal["auto", "cuda", "cpu"]
@@ -33,7 +33,9 @@ REQUIRED_INPUTS = ("input", "input_lengths", "scales")
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _ExecutionPlan:
+    """Where the model runs: execution provider, precision, and why it fell back if so."""
+
     provider: str
     precision: Precision
     fallback_reason: str | None
@@ -90,7 +92,7 @@ class OnnxEngine:
         """Load a Piper voice; ModelLoadError names the file and the problem."""
         model_file, config_file = resolve_model_files(model_path)
         config = load_voice_config(config_file)
-        plan = _plan(precision, device, model_file)
+        plan = _plan_execution(precision, device, model_file)
         model = _read_model(model_file, plan)
         if plan.precision == "fp16" and model is None:
             model = _convert_in_memory(model_file)
@@ -104,7 +106,7 @@ class OnnxEngine:
             heap.keep_large_blocks_out_of_the_heap()  # before the session's threads start
         session = _open_session(model, plan, model_file, memory)
         if plan.fallback_reason:
-            _LOGGER.warning("%s (model %s)", plan.fallback_reason, model_file)
+            log.warning("%s (model %s)", plan.fallback_reason, model_file)
         name = model_path.name if model_path.is_dir() else model_file.name.removesuffix(".onnx")
         engine = cls(
             session,
@@ -117,7 +119,7 @@ class OnnxEngine:
             run_options=_run_options(memory, plan.provider),
             after_run=heap.trim if memory == "shrink" else None,
         )
-        _LOGGER.info(
+        log.info(
             "loaded %s: %d parameters, %s on %s",
             model_file,
             engine.num_parameters,
@@ -169,16 +171,16 @@ class OnnxEngine:
             )
 
 
-def _plan(precision: Precision, device: Device, model_file: Path) -> _Plan:
+def _plan_execution(precision: Precision, device: Device, model_file: Path) -> _ExecutionPlan:
     if device == "cpu":
         reason = "device cpu: running fp32 on CPU" if precision == "fp16" else None
-        return _Plan(CPU, "fp32", reason)
+        return _ExecutionPlan(CPU, "fp32", reason)
     problem = cuda_problem()
     if problem is None:
-        return _Plan(CUDA, precision, None)
+        return _ExecutionPlan(CUDA, precision, None)
     if device == "cuda":
         raise ModelLoadError(model_file, f"device cuda requested but {problem}")
-    return _Plan(CPU, "fp32", f"{problem}: running fp32 on CPU")
+    return _ExecutionPlan(CPU, "fp32", f"{problem}: running fp32 on CPU")
 
 
 @functools.cache
@@ -215,7 +217,7 @@ def fp16_path(model_file: Path) -> Path:
     return model_file.with_name(model_file.name.removesuffix(".onnx") + ".fp16.onnx")
 
 
-def _read_model(model_file: Path, plan: _Plan) -> onnx.ModelProto | None:
+def _read_model(model_file: Path, plan: _ExecutionPlan) -> onnx.ModelProto | None:
     """The model to run: fp32 file, or a pre-converted fp16 file; None = convert in memory."""
     path = model_file
     if plan.precision == "fp16":
@@ -230,9 +232,9 @@ def _read_model(model_file: Path, plan: _Plan) -> onnx.ModelProto | None:
 
 def _convert_in_memory(model_file: Path) -> onnx.ModelProto:
     # The pod's root filesystem is read-only, so the fp16 model never touches disk.
-    fp32 = _read_model(model_file, _Plan(CPU, "fp32", None))
+    fp32 = _read_model(model_file, _ExecutionPlan(CPU, "fp32", None))
     assert fp32 is not None
-    _LOGGER.info("converting %s to fp16 in memory (no %s)", model_file, fp16_path(model_file).name)
+    log.info("converting %s to fp16 in memory (no %s)", model_file, fp16_path(model_file).name)
     try:
         return convert_model_to_fp16(fp32)
     except Exception as error:
@@ -285,7 +287,7 @@ def _run_options(memory: MemoryMode, provider: str) -> ort.RunOptions | None:
 
 
 def _open_session(
-    model: onnx.ModelProto, plan: _Plan, model_file: Path, memory: MemoryMode
+    model: onnx.ModelProto, plan: _ExecutionPlan, model_file: Path, memory: MemoryMode
 ) -> ort.InferenceSession:
     options = session_options(memory)
     providers: list[Any] = [(CUDA, CUDA_OPTIONS), CPU] if plan.provider == CUDA else [CPU]

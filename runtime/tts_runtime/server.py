@@ -25,7 +25,7 @@ from types import FrameType
 
 import uvicorn
 
-from tts_runtime.app import Runtime, StartupError, create_app
+from tts_runtime.app import create_app
 from tts_runtime.connections import (
     PROBE_RESERVE,
     ConnectionGuard,
@@ -34,13 +34,14 @@ from tts_runtime.connections import (
     fit_connection_limit,
     raise_open_file_limit,
 )
-from tts_runtime.errors import ModelLoadError
+from tts_runtime.errors import ModelLoadError, StartupError
 from tts_runtime.http_protocol import RequestDeadlines, protocol_class
 from tts_runtime.log_limit import RepeatLimitFilter, limit_repeats
 from tts_runtime.metrics import ConnectionMetrics
 from tts_runtime.settings import RuntimeSettings
+from tts_runtime.state import Runtime
 
-log = logging.getLogger("tts_runtime.server")
+log = logging.getLogger(__name__)
 
 EXIT_MODEL_ERROR = 2
 EXIT_USAGE = 2

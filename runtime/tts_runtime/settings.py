@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from tts_runtime.engine_types import MemoryMode
+from tts_runtime.errors import SettingsError
 
 ENV_PREFIX = "TTS_"
 
@@ -34,10 +35,6 @@ def default_pod_name() -> str:
         return name
     cleaned = re.sub(r"[^a-z0-9]+", "-", name)[:POD_NAME_MAX_LENGTH].strip("-")
     return cleaned or "localhost"
-
-
-class SettingsError(Exception):
-    """A setting is missing or invalid; the message says which and why."""
 
 
 class RuntimeSettings(BaseSettings):

@@ -12,7 +12,7 @@ from pathlib import Path
 from tts_runtime.errors import ModelLoadError
 from tts_runtime.voice import BOS, EOS, PAD, VoiceConfig
 
-_LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # ASCII terminators end a sentence only before whitespace or the end ("3.14" stays whole);
 # the full-width CJK ones always do (CJK text has no spaces).
@@ -78,9 +78,7 @@ class TextFrontEnd:
             ids.extend(self._id_map[PAD])
         ids.extend(self._id_map[EOS])
         if unknown:
-            _LOGGER.warning(
-                "dropped symbols missing from the phoneme id map: %r", sorted(set(unknown))
-            )
+            log.warning("dropped symbols missing from the phoneme id map: %r", sorted(set(unknown)))
         return tuple(ids)
 
 

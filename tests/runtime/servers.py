@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 from fastapi import FastAPI
-from tts_runtime.app import CALIBRATION_TEXT, WARM_UP_TEXT
 from tts_runtime.engine import OnnxEngine
 from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
+from tts_runtime.state import CALIBRATION_TEXT, WARM_UP_TEXT
 from tts_runtime.text import TextFrontEnd
 from tts_runtime.voice import VoiceConfig
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from tts_runtime.api_models import ApiError, SpeechRequest, invalid_field
+from tts_runtime.api_models import SpeechRequest, invalid_field
+from tts_runtime.errors import ApiError
 
 
 def test_defaults_and_voice_forms() -> None:

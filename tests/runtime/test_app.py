@@ -21,8 +21,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from servers import GatedEngine, live_server
-from tts_runtime.app import StartupError, create_app
+from tts_runtime.app import create_app
 from tts_runtime.engine import OnnxEngine
+from tts_runtime.errors import StartupError
 from tts_runtime.metrics import average_queue_wait
 from tts_runtime.settings import RuntimeSettings, default_pod_name
 from tts_runtime.text import TextFrontEnd
@@ -596,7 +597,7 @@ def test_deeply_nested_json_gets_400_and_one_log_line(
     error = response.json()["error"]
     assert error["code"] == "invalid_json" and error["type"] == "invalid_request_error"
     assert "levels deep" in error["message"] and "flat JSON object" in error["message"]
-    app_lines = [r for r in caplog.records if r.name == "tts_runtime.app"]
+    app_lines = [r for r in caplog.records if r.name == "tts_runtime.speech"]
     assert [r.getMessage() for r in app_lines] == [app_lines[0].getMessage()]
     assert "nested" in app_lines[0].getMessage()
     assert not any(r.exc_info for r in caplog.records)

@@ -12,16 +12,16 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
-from tts_runtime.batcher import (
-    Batcher,
+from tts_runtime.batcher import Batcher, padding_ratio
+from tts_runtime.calibration import calibrate_batch_limit
+from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
+from tts_runtime.errors import (
     BatcherStoppedError,
     DeadlineExceededError,
     QueueFullError,
     SynthesisFailedError,
     TooManySegmentsError,
-    padding_ratio,
 )
-from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
 from tts_runtime.metrics import RuntimeMetrics
 
 T = TypeVar("T")
@@ -446,7 +446,7 @@ def test_internal_work_runs_apart_from_user_segments_and_stays_out_of_the_metric
         engine = RecordingEngine()
         metrics = RuntimeMetrics(max_batch_size=8)
         batcher = await started(engine, metrics=metrics)
-        await batcher.calibrate(item(7, 7), SCALES, repeats=1)  # bypasses queue and metrics
+        await calibrate_batch_limit(batcher, item(7, 7), SCALES, 8, repeats=1)  # off the books
         assert metrics.registry.get_sample_value("tts_batch_size_count") == 0
         engine.batches.clear()
         (warm_up,) = batcher.submit([item(5)], SCALES, timeout_s=30, internal=True)
@@ -492,6 +492,9 @@ class CostedEngine(RecordingEngine):
         self.now += self.cost(len(items))
         return super().synthesize(items, scales)
 
+    def monotonic(self) -> float:  # the batcher's clock
+        return self.now
+
 
 @pytest.mark.parametrize(
     ("cost", "max_batch", "limit", "sizes_tried"),
@@ -512,10 +515,12 @@ def test_calibration_keeps_the_batch_sizes_that_pay(
 ) -> None:
     async def body() -> None:
         engine = CostedEngine(cost)
-        batcher = await started(engine, max_batch_size=max_batch, timer=lambda: engine.now)
+        batcher = await started(engine, max_batch_size=max_batch, clock=engine)
         assert batcher.batch_limit == max_batch
-        assert await batcher.calibrate(item(1, 2, 3), SCALES, repeats=2) == limit
-        assert batcher.batch_limit == limit
+        assert (
+            await calibrate_batch_limit(batcher, item(1, 2, 3), SCALES, max_batch, repeats=2)
+            == limit
+        )
         assert sorted({len(b) for b in engine.batches}) == sizes_tried
         await batcher.stop()
 
@@ -525,8 +530,8 @@ def test_calibration_keeps_the_batch_sizes_that_pay(
 def test_calibrated_limit_caps_the_batches() -> None:
     async def body() -> None:
         engine = CostedEngine(lambda b: 10.0 * b * 1.1)
-        batcher = await started(engine, max_batch_size=8, timer=lambda: engine.now)
-        await batcher.calibrate(item(1), SCALES)
+        batcher = await started(engine, max_batch_size=8, clock=engine)
+        batcher.batch_limit = await calibrate_batch_limit(batcher, item(1), SCALES, 8)
         engine.batches.clear()
         blocker = await hold_worker(batcher, engine)
         jobs = batcher.submit([item(2), item(3), item(4)], SCALES, timeout_s=30)
@@ -538,3 +543,40 @@ def test_calibrated_limit_caps_the_batches() -> None:
         await batcher.stop()
 
     run(body)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_queue_waits_and_deadlines_follow_the_injected_clock() -> None:
+    """No real time passes: the fake clock alone makes one segment wait 2.5 s and
+    another miss its deadline (dropped, never run)."""
+
+    async def body() -> tuple[RecordingEngine, RuntimeMetrics]:
+        engine, clock, metrics = RecordingEngine(), FakeClock(), RuntimeMetrics(max_batch_size=8)
+        batcher = await started(engine, clock=clock, metrics=metrics)
+        blocker = await hold_worker(batcher, engine)
+        (late,) = batcher.submit([item(1)], SCALES, timeout_s=2)
+        clock.now += 1
+        (waiting,) = batcher.submit([item(2, 2)], SCALES, timeout_s=30)
+        clock.now += 2.5
+        with pytest.raises(DeadlineExceededError):
+            await batcher.result(late)
+        engine.gate.set()
+        await blocker
+        await batcher.result(waiting)
+        await batcher.stop()
+        return engine, metrics
+
+    engine, metrics = run(body)
+    assert engine.batches == [[(0,)], [(2, 2)]]
+    sample = metrics.registry.get_sample_value
+    assert sample("tts_queue_wait_seconds_count") == 2  # the blocker and `waiting`
+    assert sample("tts_queue_wait_seconds_sum") == pytest.approx(2.5)
+    # The blocker ran from 1000 to 1003.5 by the same clock; `waiting` in no time.
+    assert sample("tts_inference_seconds_sum") == pytest.approx(3.5)

@@ -20,8 +20,9 @@ from tts_runtime.connections import (
     fit_connection_limit,
     raise_open_file_limit,
 )
+from tts_runtime.errors import SettingsError
 from tts_runtime.metrics import ConnectionMetrics
-from tts_runtime.settings import SettingsError, load_settings
+from tts_runtime.settings import load_settings
 
 
 class Conn:

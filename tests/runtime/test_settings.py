@@ -6,7 +6,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from tts_runtime.settings import RuntimeSettings, SettingsError, default_pod_name, load_settings
+from tts_runtime.errors import SettingsError
+from tts_runtime.settings import RuntimeSettings, default_pod_name, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,443 @@
+"""POST /v1/audio/speech: parse, check, plan, then a whole or a streamed response.
+
+Each request has one RequestEnd, which finishes it exactly once however it ends (refused,
+failed, sent, cut short, client gone): its outcome is counted, its segments not yet
+started are dropped, and it leaves the count the drain waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncGenerator, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope, Send
+
+from tts_runtime import audio
+from tts_runtime.api_models import SpeechRequest, invalid_field
+from tts_runtime.batcher import Job
+from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
+from tts_runtime.errors import (
+    CLIENT_CLOSED_REQUEST,
+    ApiError,
+    BatcherError,
+    api_error,
+    draining_error,
+    status_label,
+)
+from tts_runtime.settings import RuntimeSettings
+from tts_runtime.state import Runtime
+from tts_runtime.text import split_sentences
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A speech request is one flat JSON object (depth 1); deeper bodies are refused before
+# json.loads, whose recursion a few thousand brackets would exhaust.
+MAX_JSON_DEPTH = 32
+# A JSON string (an unterminated one runs to the end): its brackets do not nest.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)', re.DOTALL)
+# A whole response goes out in pieces of this size (asyncio's default write buffer
+# limit), each under the write timeout: a client that stops reading holds about one
+# piece in the connection, not the whole body.
+WRITE_PIECE_BYTES = 64 * 1024
+
+
+class RequestEnd:
+    """Finishes one speech request exactly once: counts its outcome in tts_requests_total,
+    drops its segments not yet started, and takes it off the drain's count."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.jobs: list[Job] = []
+        # Unless the request ends otherwise, the client went away. None: not counted
+        # (an unexpected exception; its 500 is logged).
+        self.outcome: str | None = "cancelled"
+        self._admitted = False
+        self._finished = False
+
+    def admit(self) -> None:
+        """Counts the request in flight; 503 while draining."""
+        if self.runtime.draining:
+            raise draining_error()
+        self.runtime.in_flight.enter()
+        self._admitted = True
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self.outcome is not None:
+            self.runtime.metrics.requests.labels(status=self.outcome).inc()
+        self.runtime.batcher.abandon(self.jobs)
+        if self._admitted:
+            self.runtime.in_flight.leave()
+
+
+async def answer_speech(request: Request, runtime: Runtime) -> StreamingResponse:
+    """The audio for one request; its RequestEnd is finished here when it fails, and by
+    the response once its body ends otherwise."""
+    started = time.monotonic()
+    end = RequestEnd(runtime)
+    try:
+        end.admit()
+        speech_request = await _parse(request, runtime)
+        response = await _cancel_on_disconnect(request, _respond(runtime, speech_request, end))
+    except ApiError as exc:
+        end.outcome = status_label(exc.status_code)
+        end.finish()
+        raise
+    except BaseException:
+        end.outcome = None
+        end.finish()
+        raise
+    log.debug("speech answered in %.3f s", time.monotonic() - started)
+    return response
+
+
+# -- parse -------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise _too_large(limit)
+    except ClientDisconnect:
+        # The client's problem, not the server's: one line, no traceback. The 400 is
+        # counted as bad_request; uvicorn drops it, nobody is left to read it.
+        log.info(
+            "client disconnected after sending %d of %s body bytes",
+            len(body),
+            declared if declared is not None else "unknown",
+        )
+        raise ApiError(
+            400, "client disconnected before sending the whole body", code="client_disconnected"
+        ) from None
+    return bytes(body)
+
+
+def json_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in `body`, brackets inside strings not counted;
+    linear and without recursion, so any body can be measured."""
+    brackets = np.frombuffer(_JSON_STRING.sub(b"", body), dtype=np.uint8)
+    steps = np.isin(brackets, (ord("["), ord("{"))).astype(np.int64) - np.isin(
+        brackets, (ord("]"), ord("}"))
+    )
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"request body is larger than {limit} bytes; send shorter input",
+        code="request_too_large",
+    )
+
+
+async def _parse(request: Request, runtime: Runtime) -> SpeechRequest:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {content_type or 'none'!r}",
+            code="unsupported_media_type",
+        )
+    body = await _read_body(request, runtime.settings.max_body_bytes)
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        log.info("refused a request body nested %d levels deep", depth)
+        raise ApiError(
+            400,
+            f"body nests arrays/objects {depth} levels deep, more than the limit of "
+            f"{MAX_JSON_DEPTH}; send one flat JSON object such as "
+            '{"model": "tts-1", "input": "Hello.", "voice": "default"}',
+            code="invalid_json",
+        )
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # not reached under MAX_JSON_DEPTH; kept as a backstop
+        raise ApiError(400, "body nests too deeply", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object", code="invalid_json")
+    try:
+        return SpeechRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_field(exc) from None
+
+
+# -- check and plan ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    """A validated speech request, ready for the batcher: one item per sentence."""
+
+    items: list[SynthesisItem]
+    scales: SynthesisScales
+    response_format: audio.ResponseFormat
+    stream: bool
+
+
+def _check_request(runtime: Runtime, request: SpeechRequest) -> tuple[int, audio.ResponseFormat]:
+    """Semantic checks; returns (speaker id, format)."""
+    settings = runtime.settings
+    if request.model not in runtime.model_ids:
+        raise ApiError(
+            404,
+            f"model {request.model!r} is not served here; use one of {list(runtime.model_ids)}",
+            param="model",
+            code="model_not_found",
+        )
+    speaker_id = runtime.voices.get(request.voice_name)
+    if speaker_id is None:
+        raise ApiError(
+            400,
+            f"unknown voice {request.voice_name!r}; available voices: {sorted(runtime.voices)} "
+            "(see GET /v1/audio/voices)",
+            param="voice",
+            code="invalid_value",
+        )
+    fmt = request.response_format
+    if fmt not in runtime.formats:
+        raise ApiError(
+            400,
+            f"response_format {fmt!r} is not supported; use one of {list(runtime.formats)}",
+            param="response_format",
+            code="invalid_value",
+        )
+    if request.stream and fmt not in audio.STREAMABLE_FORMATS:
+        raise ApiError(
+            400,
+            f"stream: true sends audio as it is made, which works for "
+            f"{list(audio.STREAMABLE_FORMATS)}; use one of those or stream: false",
+            param="response_format",
+            code="invalid_value",
+        )
+    if not request.input.strip():
+        raise ApiError(400, "input is empty; send the text to speak", param="input")
+    if len(request.input) > settings.max_input_chars:
+        raise ApiError(
+            400,
+            f"input has {len(request.input)} characters, more than the limit of "
+            f"{settings.max_input_chars}; split it into several requests",
+            param="input",
+            code="string_above_max_length",
+        )
+    return speaker_id, fmt  # type: ignore[return-value]  # checked against runtime.formats
+
+
+def _segment_ids(runtime: Runtime, text: str, speaker_id: int) -> list[SynthesisItem]:
+    """Text -> one item per sentence (runs in the threadpool: espeak is CPU work)."""
+    items = []
+    for segment in split_sentences(text, runtime.settings.max_segment_chars):
+        ids = runtime.front_end.phoneme_ids(segment)
+        if ids != runtime.empty_ids:
+            items.append(SynthesisItem(ids, speaker_id))
+    return items
+
+
+async def plan_speech(runtime: Runtime, request: SpeechRequest) -> SpeechPlan:
+    speaker_id, fmt = _check_request(runtime, request)
+    with runtime.batcher.preparing():
+        items = await run_in_threadpool(_segment_ids, runtime, request.input, speaker_id)
+    if not items:
+        raise ApiError(
+            400,
+            "input has nothing this voice can speak (no known symbols); send words in the "
+            "voice's language",
+            param="input",
+        )
+    scales = runtime.config.default_scales().at_speed(request.speed)
+    return SpeechPlan(items, scales, fmt, request.stream)
+
+
+# -- respond -----------------------------------------------------------------------
+
+
+def _audio_too_long(settings: RuntimeSettings) -> ApiError:
+    return ApiError(
+        400,
+        f"this input makes more than {settings.max_audio_seconds:g} s of audio at this "
+        "speed, the most one request may produce (TTS_MAX_AUDIO_SECONDS); send shorter "
+        "input or a higher speed",
+        param="input",
+        code="audio_too_long",
+    )
+
+
+async def _cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """`work`, unless the client disconnects first: then `work` is cancelled, which drops
+    its segments not yet started, and the request ends as 499 (counted `cancelled`)."""
+    task = asyncio.create_task(work)
+    gone = asyncio.create_task(_until_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+        if task.cancelled():
+            log.info("client disconnected before its audio was ready; request cancelled")
+            raise ApiError(CLIENT_CLOSED_REQUEST, "client disconnected", code="client_disconnected")
+        return task.result()
+    finally:
+        gone.cancel()
+        task.cancel()  # no-op once done; else this handler itself is being cancelled
+
+
+async def _until_disconnected(request: Request) -> None:
+    # The body is read: the server's next message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _respond(runtime: Runtime, request: SpeechRequest, end: RequestEnd) -> _AudioResponse:
+    plan = await plan_speech(runtime, request)
+    try:
+        end.jobs = runtime.batcher.submit(
+            plan.items,
+            plan.scales,
+            timeout_s=runtime.settings.request_timeout_s,
+            in_order=plan.stream,
+        )
+    except Exception as exc:
+        raise api_error(exc) from None
+    # Failed, too long or cancelled: end.finish() drops what has not started.
+    if plan.stream:
+        return await _stream(runtime, plan, end)
+    return await _whole(runtime, plan, end)
+
+
+async def _await_all(runtime: Runtime, jobs: list[Job]) -> list[Audio]:
+    """Each job's audio, in order; 400 once they add up to more than the audio cap."""
+    audios: list[Audio] = []
+    samples = 0
+    for job in jobs:
+        try:
+            segment = await runtime.batcher.result(job)
+        except BatcherError as exc:
+            raise api_error(exc) from None
+        samples += len(segment)
+        if samples > runtime.max_audio_samples:
+            raise _audio_too_long(runtime.settings)
+        audios.append(segment)
+    return audios
+
+
+async def _whole(runtime: Runtime, plan: SpeechPlan, end: RequestEnd) -> _AudioResponse:
+    audios = await _await_all(runtime, end.jobs)
+    joined = np.concatenate(audios) if len(audios) > 1 else audios[0]
+    body = await run_in_threadpool(
+        audio.encode, joined, runtime.engine.sample_rate, plan.response_format
+    )
+
+    async def pieces() -> AsyncGenerator[bytes, None]:
+        for start in range(0, len(body), WRITE_PIECE_BYTES):
+            yield body[start : start + WRITE_PIECE_BYTES]
+        end.outcome = "ok"
+
+    return _AudioResponse(
+        pieces(),
+        end,
+        media_type=audio.MEDIA_TYPES[plan.response_format],
+        headers={"content-length": str(len(body))},
+    )
+
+
+async def _stream(runtime: Runtime, plan: SpeechPlan, end: RequestEnd) -> _AudioResponse:
+    """First segment awaited before the headers go out, so its errors still get a
+    proper status; each later one is asked of the batcher only once the one before has
+    been sent (Starlette pulls the next chunk when the last write returned), so a client
+    that stops reading stops the synthesis too."""
+    jobs = end.jobs
+    first = (await _await_all(runtime, jobs[:1]))[0]
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        if plan.response_format == "wav":
+            yield audio.wav_stream_header(runtime.engine.sample_rate)
+        yield await run_in_threadpool(audio.to_pcm16, first)
+        samples = len(first)
+        for job in jobs[1:]:
+            try:
+                segment = await runtime.batcher.result(job)
+            except Exception as exc:  # headers are gone: end the stream short
+                log.warning("stream cut short: %s", exc)
+                end.outcome = status_label(api_error(exc).status_code)
+                return
+            samples += len(segment)
+            if samples > runtime.max_audio_samples:
+                log.info(
+                    "stream ended before %g s of audio, the most one request may produce "
+                    "(TTS_MAX_AUDIO_SECONDS)",
+                    runtime.settings.max_audio_seconds,
+                )
+                end.outcome = "bad_request"
+                return
+            yield await run_in_threadpool(audio.to_pcm16, segment)
+        end.outcome = "ok"
+
+    return _AudioResponse(chunks(), end, media_type=audio.MEDIA_TYPES[plan.response_format])
+
+
+class _WriteTimeoutError(Exception):
+    pass
+
+
+class _AudioResponse(StreamingResponse):
+    """Sends `chunks`, each write within TTS_WRITE_TIMEOUT_S: a client that reads nothing
+    for that long is dropped (uvicorn closes the connection) instead of holding the
+    request for ever. However the response ends (sent, client gone, write timeout),
+    `chunks` is closed and the request finished, at once."""
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        end: RequestEnd,
+        *,
+        media_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(chunks, media_type=media_type, headers=headers)
+        self._chunks = chunks
+        self._end = end
+        self._write_timeout_s = end.runtime.settings.write_timeout_s
+
+    async def stream_response(self, send: Send) -> None:
+        async def send_in_time(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self._write_timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise _WriteTimeoutError from None
+
+        await super().stream_response(send_in_time)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except _WriteTimeoutError:
+            log.info(
+                "client read nothing for %g s (TTS_WRITE_TIMEOUT_S); response dropped",
+                self._write_timeout_s,
+            )
+        finally:
+            await self._chunks.aclose()
+            self._end.finish()
