@@ -33,6 +33,12 @@ from speech import SENTENCES, Listener, foreign_words, span_error_rates, word_er
 pytestmark = pytest.mark.slow
 
 MAX_WER = 0.2
+# Where a test hears many sentences: the voice samples its noise afresh on every call and
+# Whisper now and then mishears a short word in one of them ("beans" as "themes", 0.27 of
+# an 11-word sentence). So each sentence may lose up to a third of its words, and all
+# together at most MAX_MEAN_WER; noise, a wrong voice or lost sentences fail both.
+MAX_SENTENCE_WER = 0.34
+MAX_MEAN_WER = 0.1
 BATCH = 8
 
 
@@ -170,7 +176,11 @@ def test_long_text_streamed_says_every_sentence_in_order(voice: Voice, listener:
     said = listener.hear(b"".join(chunks), pcm_rate=voice.sample_rate)
     rates = span_error_rates(sentences, said)
     report = _report(dict(zip(sentences, rates, strict=True)))
-    assert all(rate <= MAX_WER for rate in rates), f"{report}\nheard: {said}"
+    assert _heard_every_sentence(rates), f"{report}\nheard: {said}"
+
+
+def _heard_every_sentence(rates: list[float]) -> bool:
+    return max(rates) <= MAX_SENTENCE_WER and sum(rates) / len(rates) <= MAX_MEAN_WER
 
 
 @pytest.mark.parametrize("speed", [0.75, 1.5])
@@ -185,7 +195,7 @@ def test_slow_and_fast_speech_is_intelligible_and_changes_length(
         changed = voice.speak(text, response_format="wav", speed=speed).content
         ratios.append(sf.info(io.BytesIO(changed)).duration / sf.info(io.BytesIO(normal)).duration)
         rates[text] = word_error_rate(text, listener.hear(changed))
-    assert all(rate <= MAX_WER for rate in rates.values()), _report(rates)
+    assert _heard_every_sentence(list(rates.values())), _report(rates)
     mean_ratio = sum(ratios) / len(ratios)
     # Piper's length_scale is 1/speed; durations are rounded per phoneme and noise_w
     # varies them, so the whole clip follows only roughly.
