@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,12 @@ RECEIVE_BUFFER_BYTES = 4096
 class Served:
     base: str
     port: int
+    process: subprocess.Popen[bytes]
     log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def metric(self, name: str, **labels: str) -> float:
         return metric_value(self.base, name, **labels)
@@ -37,19 +43,26 @@ class Served:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def log_lines(self) -> list[str]:
+        return self.log_text().splitlines()
+
 
 @contextlib.contextmanager
-def serve(model_dir: Path, tmp_path: Path, **settings: str) -> Iterator[Served]:
-    """`tts-runtime serve` on loopback with TTS_<NAME> = value for each setting."""
+def serve(
+    model_dir: Path, tmp_path: Path, *, open_files: int | None = None, **settings: str
+) -> Iterator[Served]:
+    """`tts-runtime serve` on loopback with TTS_<NAME> = value for each setting (and at most
+    `open_files` open files); killed afterwards unless the test already stopped it."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
-    process = start_runtime(runtime_env(model_dir, port, **settings), log)
+    process = start_runtime(runtime_env(model_dir, port, **settings), log, open_files=open_files)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process=process)
-        yield Served(base, port, log)
+        yield Served(base, port, process, log)
     finally:
-        process.kill()
+        if process.poll() is None:
+            process.kill()
         process.wait()
 
 

@@ -9,16 +9,14 @@ import json
 import select
 import signal
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from servers import free_port, metric_value, runtime_env, start_runtime, wait_ready
+from raw_client import Served, serve, wait_for
+from servers import free_port, runtime_env, start_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -27,38 +25,6 @@ SPEECH = {"model": "tts-1", "input": "Hello there.", "voice": "default"}
 # (tts_runtime.connections.EVICT_NEW_AFTER_S; not imported, so that this module also
 # runs against a runtime without the limits and shows what goes wrong there).
 IDLE_EVICTABLE_AFTER_S = 1.0
-
-
-@dataclass
-class Served:
-    base: str
-    port: int
-    process: subprocess.Popen[bytes]
-    pid: int
-    log: Path
-
-    def log_lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines()
-
-    def metric(self, name: str, **labels: str) -> float:
-        return metric_value(self.base, name, **labels)
-
-
-@contextlib.contextmanager
-def served(
-    model_dir: Path, tmp_path: Path, *, open_files: int | None = None, **settings: str
-) -> Iterator[Served]:
-    port = free_port()
-    log = tmp_path / "server.log"
-    process = start_runtime(runtime_env(model_dir, port, **settings), log, open_files=open_files)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process=process)
-        yield Served(base, port, process, process.pid, log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def connect(port: int) -> socket.socket:
@@ -124,10 +90,11 @@ def half_body(port: int, sent: int = 20, declared: int = 200) -> socket.socket:
 
 
 def wait_in_flight(base: str, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while httpx.get(f"{base}/readyz", timeout=5).json()["in_flight"] != count:
-        assert time.monotonic() < deadline, f"never {count} request(s) in flight"
-        time.sleep(0.02)
+    wait_for(
+        lambda: httpx.get(f"{base}/readyz", timeout=5).json()["in_flight"] == count,
+        10,
+        f"{count} request(s) in flight",
+    )
 
 
 def fill_with_half_bodies(server: Served, count: int) -> list[socket.socket]:
@@ -160,7 +127,7 @@ def test_idle_sockets_under_a_low_file_limit_leave_the_probes_answering(
     small_model_dir: Path, tmp_path: Path
 ) -> None:
     """The issue's reproduction: 250 idle sockets under a 256-file limit."""
-    with served(
+    with serve(
         small_model_dir, tmp_path, open_files=256, header_timeout_s="120"
     ) as server:  # a long header deadline: the limit, not the deadline, must do it
         lines_before = len(server.log_lines())
@@ -206,7 +173,7 @@ def test_idle_sockets_under_a_low_file_limit_leave_the_probes_answering(
 def test_a_request_head_that_does_not_arrive_in_time_is_closed(
     small_model_dir: Path, tmp_path: Path
 ) -> None:
-    with served(small_model_dir, tmp_path, header_timeout_s="1") as server:
+    with serve(small_model_dir, tmp_path, header_timeout_s="1") as server:
         partial = connect(server.port)
         partial.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: t\r\nContent-Ty")
         silent = connect(server.port)
@@ -247,7 +214,7 @@ def test_a_request_head_that_does_not_arrive_in_time_is_closed(
 def test_a_request_body_that_does_not_arrive_in_time_gets_408(
     small_model_dir: Path, tmp_path: Path
 ) -> None:
-    with served(small_model_dir, tmp_path, body_timeout_s="1") as server:
+    with serve(small_model_dir, tmp_path, body_timeout_s="1") as server:
         sock = half_body(server.port)
         data, seconds = read_until_closed(sock, timeout_s=6)
         assert data.startswith(b"HTTP/1.1 408"), data
@@ -264,7 +231,7 @@ def test_a_request_body_that_does_not_arrive_in_time_gets_408(
 
 
 def test_a_half_sent_body_does_not_hold_up_sigterm(small_model_dir: Path, tmp_path: Path) -> None:
-    with served(small_model_dir, tmp_path, body_timeout_s="2", drain_timeout_s="25") as server:
+    with serve(small_model_dir, tmp_path, body_timeout_s="2", drain_timeout_s="25") as server:
         sock = half_body(server.port)
         wait_in_flight(server.base, 1)
         started = time.monotonic()
@@ -279,7 +246,7 @@ def test_a_half_sent_body_does_not_hold_up_sigterm(small_model_dir: Path, tmp_pa
 def test_probes_get_through_when_every_connection_is_busy(
     small_model_dir: Path, tmp_path: Path
 ) -> None:
-    with served(small_model_dir, tmp_path, max_connections="4", body_timeout_s="60") as server:
+    with serve(small_model_dir, tmp_path, max_connections="4", body_timeout_s="60") as server:
         busy = fill_with_half_bodies(server, 4)
 
         for path in ("/healthz", "/readyz", "/metrics"):
