@@ -29,6 +29,10 @@ class Binaries:
     kube_proxy: Path
     coredns: Path
     stub_gpu_device_plugin: Path
+    prometheus: Path
+    keda_operator: Path
+    keda_adapter: Path
+    keda_crds: Path
     bin_dir: Path
 
     @classmethod
@@ -52,6 +56,10 @@ class Binaries:
                 kube_proxy=Path(values["KUBE_PROXY"]),
                 coredns=Path(values["COREDNS"]),
                 stub_gpu_device_plugin=Path(values["STUB_GPU_DEVICE_PLUGIN"]),
+                prometheus=Path(values["PROMETHEUS"]),
+                keda_operator=Path(values["KEDA_OPERATOR"]),
+                keda_adapter=Path(values["KEDA_ADAPTER"]),
+                keda_crds=Path(values["KEDA_CRDS"]),
                 bin_dir=Path(values["BIN_DIR"]),
             )
         except KeyError as missing:

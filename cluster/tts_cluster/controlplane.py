@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from tts_cluster import metrics_adapter, network, stubgpus
+from tts_cluster.autoscaling import Autoscalers
 from tts_cluster.base import LOOPBACK, ClusterError, free_port, wait_until
 from tts_cluster.binaries import Binaries
 from tts_cluster.dns import ClusterDns
 from tts_cluster.images import Images
-from tts_cluster.node import RealNode, clean_up_node
+from tts_cluster.node import NODE_NAME, RealNode, clean_up_node
 from tts_cluster.pki import Pki, b64
 from tts_cluster.processes import Component, is_process_of, signal_group
 
@@ -84,6 +85,7 @@ class LocalCluster:
         self.components: dict[str, Component] = {}
         self.node: RealNode | None = None
         self.dns: ClusterDns | None = None
+        self.autoscalers: Autoscalers | None = None
         self._ssl: ssl.SSLContext | None = None
 
     # -- lifecycle
@@ -121,12 +123,16 @@ class LocalCluster:
         self._write_state()
 
     def add_real_node(self, images: Images, gpus: int = 2, *, tainted: bool = True) -> RealNode:
-        """Start CoreDNS and a real node that runs `images` (see node.py, dns.py)."""
+        """Start CoreDNS, a real node that runs `images`, and the autoscaling chain that
+        watches its pods: Prometheus and KEDA (see node.py, dns.py, autoscaling.py)."""
         self.dns = ClusterDns(self)
         self.dns.start()
         self.node = RealNode(self, gpus, tainted=tainted)
         self.node.start(images.all, images.pause.name)
+        self.autoscalers = Autoscalers(self)
+        self.autoscalers.start(NODE_NAME)
         wait_until("CoreDNS ready", self.dns.ready, 60)
+        self.autoscalers.wait_ready()
         if self.detach:
             self._write_state()
         return self.node
@@ -381,6 +387,7 @@ class LocalCluster:
             "kubeconfig": str(self.kubeconfig),
             "server": self.server,
             "adapter_write_url": self.adapter_write_url,
+            "prometheus_url": self.autoscalers.prometheus_url if self.autoscalers else None,
             "processes": {
                 name: {"pid": c.pid, "exe": c.argv[0]}
                 for name, c in self.components.items()

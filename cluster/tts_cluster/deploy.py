@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tts_cluster.autoscaling import KEDA_POLLING_INTERVAL_S, KEDA_RATE_WINDOW
 from tts_cluster.base import REPO_ROOT, ClusterError
 from tts_cluster.images import Images
 from tts_cluster.node import REAL_NODE_TAINT
@@ -44,12 +45,16 @@ def chart_values(
     replicas: int = 2,
     create_peering: bool = True,
     policy: Mapping[str, Any] | None = None,
+    prometheus_url: str | None = None,
 ) -> dict[str, Any]:
     """Chart defaults except where the images come from (and the real node's toleration), and
     the scope: the e2e scenarios and the demo make TTSServices in namespaces created after the
     install (one per test), which the chart's default, the release namespace only, would not
     serve. So this installation is cluster-wide, and joins the ClusterKopfPeering a host
-    operator of the same session uses. `policy` overrides chart values under policy.*."""
+    operator of the same session uses. `policy` overrides chart values under policy.*.
+    `prometheus_url`: the local cluster's Prometheus, for the ScaledObjects of TTSServices
+    with autoscaling.provider keda (queried by KEDA, a host process), with a rate window and
+    polling interval short enough for a test to watch a scale-up and a scale-down."""
     repository, tag = split_image(images.operator.name)
     values: dict[str, Any] = {
         "scope": "cluster",
@@ -61,6 +66,12 @@ def chart_values(
     }
     if policy:
         values["policy"] = dict(policy)
+    if prometheus_url:
+        values["keda"] = {
+            "prometheusServerAddress": prometheus_url,
+            "rateWindow": KEDA_RATE_WINDOW,
+            "pollingInterval": KEDA_POLLING_INTERVAL_S,
+        }
     return values
 
 
@@ -89,7 +100,10 @@ def install_operator(
 ) -> str:
     """`helm upgrade --install` the chart, waiting until its operator pods are Ready."""
     values = cluster.workdir / f"{release}-values.json"
-    values.write_text(json.dumps(chart_values(images, replicas, create_peering, policy), indent=2))
+    prometheus = cluster.autoscalers.prometheus_url if cluster.autoscalers else None
+    values.write_text(
+        json.dumps(chart_values(images, replicas, create_peering, policy, prometheus), indent=2)
+    )
     return helm(
         cluster,
         "upgrade", "--install", release, str(CHART),

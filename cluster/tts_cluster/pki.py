@@ -54,6 +54,13 @@ class Pki:
         self._run(openssl, "genrsa", "-out", "sa.key", "2048")
         self._run(openssl, "rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
 
+    def issue(self, name: str, subject: str, extensions: str) -> None:
+        """One more certificate from the cluster CA (NAME.crt, NAME.key), after `create`."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise ClusterError("openssl is needed to create the local cluster's certificates")
+        self._cert(openssl, name, "ca", subject, extensions)
+
     def _run(self, *argv: str) -> None:
         result = subprocess.run(argv, cwd=self.dir, capture_output=True, text=True, check=False)
         if result.returncode != 0:

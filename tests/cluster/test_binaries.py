@@ -25,6 +25,10 @@ KEYS = {
     "CUSTOM_METRICS_ADAPTER": "custom-metrics-test-adapter",
     "COREDNS": "coredns",
     "STUB_GPU_DEVICE_PLUGIN": "stub-gpu-device-plugin",
+    "PROMETHEUS": "prometheus",
+    "KEDA_OPERATOR": "keda-operator",
+    "KEDA_ADAPTER": "keda-adapter",
+    "KEDA_CRDS": "keda-crds.yaml",
 }
 
 
@@ -52,7 +56,9 @@ def test_order_does_not_matter() -> None:
     )
 
 
-@pytest.mark.parametrize("key", ["K8S_VERSION", "KUBE_PROXY", "COREDNS", "BIN_DIR"])
+@pytest.mark.parametrize(
+    "key", ["K8S_VERSION", "KUBE_PROXY", "COREDNS", "PROMETHEUS", "KEDA_ADAPTER", "BIN_DIR"]
+)
 def test_a_missing_key_is_named(key: str) -> None:
     with pytest.raises(ClusterError, match=key) as raised:
         Binaries.from_script_output(_output(drop=key))
