@@ -46,6 +46,7 @@ LOCKS=(runtime.lock piper.lock operator.lock) # requirements/: every Python pack
 DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR="${TTS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BASE_INCLUDE=python3,python3-venv,ca-certificates
+BASE_PYTHON=3.11.2 # Debian bookworm's python3: the environment markers of the locks are for it
 BASE_IMAGE=localhost/tts-base:$DEBIAN_SUITE
 PAUSE_IMAGE=localhost/pause:3.10
 RUNTIME_IMAGE=localhost/tts-runtime:dev
@@ -116,7 +117,8 @@ wheels_key() {
   {
     (cd "$ROOT/requirements" && sha256sum "${LOCKS[@]}")
     "$ROOT/.venv/bin/python" -c 'import sys, sysconfig; print(sys.version_info[:2], sysconfig.get_platform())'
-    declare -f build_wheels
+    echo "$BASE_PYTHON"
+    declare -f build_wheels for_image
   } | sha
 }
 pause_key() {
@@ -209,6 +211,23 @@ build_base() {
   rm -rf "$rootfs"
 }
 
+for_image() { # LOCK: its pins whose markers hold on the base's Python, without the markers.
+  "$ROOT/.venv/bin/python" - "$1" "$BASE_PYTHON" <<'PY'
+import re, sys
+from packaging.markers import Marker, default_environment
+env = default_environment() | {"python_full_version": sys.argv[2],
+                               "python_version": ".".join(sys.argv[2].split(".")[:2])}
+keep = True
+for line in open(sys.argv[1]):
+    if line[:1] not in (" ", "#", "\n"):  # a pin starts a block: "name==version [; marker] \"
+        pin, _, marker = line.partition(" ; ")
+        keep = not marker or Marker(marker.rstrip(" \\\n")).evaluate(env)
+        line = pin.rstrip(" \\\n") + " \\\n" if marker else line
+    if keep:
+        sys.stdout.write(line)
+PY
+}
+
 build_wheels() {
   local tmp="$WHEELS.tmp" lock
   rm -rf "$tmp"
@@ -217,9 +236,13 @@ build_wheels() {
   # that builds the project itself inside the image, piper-tts), as published wheels whose
   # hashes the locks hold; nothing is resolved or built here. The images build the project
   # from its sources.
+  # Environment markers are judged for the image's Python, not the host's (the host's 3.11.7
+  # would skip async-timeout, which redis needs below 3.11.3).
   for lock in "${LOCKS[@]}"; do
+    for_image "$ROOT/requirements/$lock" >"$tmp/$lock"
     "$PIP" download --disable-pip-version-check --require-hashes --no-deps --only-binary=:all: \
-      --dest "$tmp" -r "$ROOT/requirements/$lock"
+      --dest "$tmp" -r "$tmp/$lock"
+    rm "$tmp/$lock"
   done
   rm -rf "$WHEELS"
   mv "$tmp" "$WHEELS"
