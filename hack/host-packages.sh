@@ -8,15 +8,17 @@
 #                                  the kubelet's iptables-nft canary chains
 #   buildah, debootstrap           daemonless image builds on a local Debian base
 #   gcc, openssl                   the static pause binary; the cluster's certificates
+#   redis-server                   the real Redis the runtime's cache tests start on loopback
 set -euo pipefail
 
-PACKAGES=(containerd runc containernetworking-plugins nftables iptables buildah debootstrap gcc openssl)
+PACKAGES=(containerd runc containernetworking-plugins nftables iptables buildah debootstrap gcc openssl
+  redis-server)
 # One file or command that shows each package is there.
 declare -A PROBE=(
   [containerd]=/usr/bin/containerd [runc]=/usr/sbin/runc
   [containernetworking-plugins]=/usr/lib/cni/bridge [nftables]=/usr/sbin/nft
   [iptables]=/usr/sbin/iptables [buildah]=/usr/bin/buildah [debootstrap]=/usr/sbin/debootstrap
-  [gcc]=/usr/bin/gcc [openssl]=/usr/bin/openssl
+  [gcc]=/usr/bin/gcc [openssl]=/usr/bin/openssl [redis-server]=/usr/bin/redis-server
 )
 
 missing=()

@@ -8,7 +8,7 @@ threadpool, inference in the batcher's single worker thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tts_runtime.api_models import ModelCard, ModelList, SpeechRequest, VoiceCard, VoiceList
+from tts_runtime.auth import OPEN_PATHS, ApiKeyMiddleware, ApiKeys
 from tts_runtime.errors import ApiError, api_error
 from tts_runtime.settings import RuntimeSettings
 from tts_runtime.speech import answer_speech
@@ -59,10 +60,16 @@ class _RuntimeApp(FastAPI):
 
     def __init__(self, *, pod_name: str, **kwargs: Any) -> None:
         self.pod_name = pod_name
+        self.auth: Callable[[ASGIApp], ASGIApp] | None = None
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return PodHeaderMiddleware(super().build_middleware_stack(), self.pod_name)
+        # The API-key check, when on, sits right inside the pod header: its 401 carries
+        # X-TTS-Pod, and comes before anything else of the app (the body is never read).
+        app = super().build_middleware_stack()
+        if self.auth is not None:
+            app = self.auth(app)
+        return PodHeaderMiddleware(app, self.pod_name)
 
 
 async def _on_error(_: Request, exc: Exception) -> JSONResponse:
@@ -96,6 +103,16 @@ def create_app(settings: RuntimeSettings, engine: ServedEngine) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.runtime = runtime
+    if settings.api_keys_file is not None:
+        keys = ApiKeys(settings.api_keys_file)
+        failures = runtime.metrics.auth_failures
+        open_paths = set(OPEN_PATHS)
+        if docs:  # the docs pages fetch /openapi.json without a key
+            open_paths |= {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+        app.auth = lambda inner: ApiKeyMiddleware(
+            inner, keys, lambda reason: failures.labels(reason=reason).inc(), open_paths
+        )
+        log.info("API keys required (%d key(s) in %s)", keys.count, keys.path)
     for error_class in (ApiError, StarletteHTTPException, Exception):
         app.add_exception_handler(error_class, _on_error)
 

@@ -1,4 +1,4 @@
-"""`tts-runtime serve | convert | testmodel | bench | soak | memory`.
+"""`tts-runtime serve | convert | testmodel | bench | soak | memory | cache-bench`.
 
 Every failure a user can cause (bad setting, unloadable model, missing file)
 ends with one clear line on stderr and a non-zero exit, never a traceback.
@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="benchmark batch=1 vs dynamic batching vs piper's own server"
     )
     from tts_runtime import bench as bench_module
+    from tts_runtime import cache_bench as cache_bench_module
     from tts_runtime import memory_bench as memory_module
     from tts_runtime import soak as soak_module
 
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         "each mode in its own process",
     )
     memory_module.add_arguments(memory)
+    cache_bench = commands.add_parser(
+        "cache-bench",
+        help="the response cache: hit vs synthesis latency and the hit ratio on a "
+        "Zipf-distributed prompt set, Redis shared by a second replica",
+    )
+    cache_bench_module.add_arguments(cache_bench)
     return parser
 
 
@@ -86,10 +93,16 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 def _measure(args: argparse.Namespace) -> int:
     from tts_runtime.bench import NoVoiceError, run_benchmark
+    from tts_runtime.cache_bench import run_cache_bench
     from tts_runtime.memory_bench import run_memory
     from tts_runtime.soak import run_soak
 
-    commands = {"bench": run_benchmark, "soak": run_soak, "memory": run_memory}
+    commands = {
+        "bench": run_benchmark,
+        "soak": run_soak,
+        "memory": run_memory,
+        "cache-bench": run_cache_bench,
+    }
     try:
         return commands[args.command](args)
     except NoVoiceError as exc:

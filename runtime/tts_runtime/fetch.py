@@ -2,10 +2,24 @@
 
     python3 -m tts_runtime.fetch URI DEST [--sha256 HEX] [--config-sha256 HEX]
         [--max-bytes N] [--deadline-seconds S] [--allow-http] [--allow-private-hosts]
-        [--ca-file PATH]
+        [--ca-file PATH] [--hf-endpoint URL] [--token-file PATH]
 
 and gets URI as DEST/model.onnx and URI.json (".json" added to the URI's path) as
-DEST/model.onnx.json. Each file is written as NAME.part and renamed once complete and
+DEST/model.onnx.json.
+
+URI may also be hf://OWNER/REPO[@REVISION]/PATH, a file of a Hugging Face repository (the
+form KServe users know): it is downloaded from the hub's resolve URL,
+ENDPOINT/OWNER/REPO/resolve/REVISION/PATH (REVISION: main unless given; --hf-endpoint, default
+https://huggingface.co, names the hub or a mirror of its layout), and PATH.json beside it.
+--token-file names a file holding a token (a Secret's key), sent as `Authorization: Bearer`
+to the endpoint's own scheme, host and port only: never over plain http, never across a
+redirect to another host (the hub sends large files on to a CDN with a signed URL). What the
+hub lists about each file is verified when it lists it, in its responses on the endpoint's
+own host: the size (X-Linked-Size) and SHA-256 (X-Linked-Etag, or a 64-digit ETag) of a
+large (LFS) file, the git blob id (a 40-digit ETag, with X-Repo-Commit) of a small one. Every
+rule below applies to these downloads as to any other, and --sha256 pins still apply too.
+
+Each file is written as NAME.part and renamed once complete and
 verified, so a half-written model never looks complete. Progress goes to stdout; a failure
 ends with one line on stderr, `model download failed: WHY for URI`, which Kubernetes keeps
 as the container's termination message (terminationMessagePolicy FallbackToLogsOnError) and
@@ -43,6 +57,7 @@ import hashlib
 import http.client
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import sys
@@ -52,7 +67,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
 
 PREFIX = "model download failed: "
 MODEL_FILE = "model.onnx"
@@ -68,6 +83,18 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _HEX = frozenset("0123456789abcdef")
+HF_SCHEME = "hf"
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_HF_REVISION = "main"
+# hf://OWNER/REPO[@REVISION]/PATH: names as the hub allows them; a revision is a branch, tag or
+# commit (no "/": name a pull request's ref by its commit); PATH has no empty, "." or ".."
+# segment. The CRD's model.uri pattern holds the same expression.
+_HF_NAME = r"[A-Za-z0-9][-A-Za-z0-9._]{0,95}"
+_HF_REVISION = r"[A-Za-z0-9][-A-Za-z0-9._]{0,254}"
+_HF_SEGMENT = r"(?:[^/?#.]|\.[^/?#.]|\.\.[^/?#])[^/?#]*"
+_HF_PATH = rf"{_HF_SEGMENT}(?:/{_HF_SEGMENT})*"
+HF_URI_PATTERN = rf"hf://{_HF_NAME}/{_HF_NAME}(?:@{_HF_REVISION})?/{_HF_PATH}"
+_HF_URI = re.compile(rf"hf://({_HF_NAME})/({_HF_NAME})(?:@({_HF_REVISION}))?/({_HF_PATH})")
 
 Resolver = Callable[[str, int], list[str]]
 AddressCheck = Callable[[str], str | None]
@@ -105,6 +132,15 @@ class Rules:
     """CA certificates (PEM) to verify servers with instead of the system's."""
 
 
+@dataclass(frozen=True)
+class Hub:
+    """Where hf:// URIs are downloaded from (--hf-endpoint), and the token sent there."""
+
+    endpoint: str = DEFAULT_HF_ENDPOINT
+    token: str | None = field(default=None, repr=False)
+    """Sent as `Authorization: Bearer` to the endpoint's scheme, host and port only."""
+
+
 def display(url: str) -> str:
     """A URL as logged and reported: without user:password@."""
     parts = urlsplit(url)
@@ -117,6 +153,48 @@ def config_url(uri: str) -> str:
     """The voice config's URL: ".json" added to the model URI's path (its query kept)."""
     parts = urlsplit(uri)
     return urlunsplit(parts._replace(path=parts.path + ".json", fragment=""))
+
+
+@dataclass(frozen=True)
+class HfUri:
+    """hf://OWNER/REPO[@REVISION]/PATH: one file of a Hugging Face repository."""
+
+    owner: str
+    repo: str
+    revision: str
+    path: str
+
+    @classmethod
+    def parse(cls, uri: str) -> HfUri:
+        found = _HF_URI.fullmatch(uri)
+        if found is None:
+            raise ValueError(
+                f"{uri!r} is not hf://OWNER/REPO[@REVISION]/PATH (a revision has no '/'; "
+                "PATH has no empty, '.' or '..' part)"
+            )
+        owner, repo, revision, path = found.groups()
+        return cls(owner, repo, revision or DEFAULT_HF_REVISION, path)
+
+    def url(self, endpoint: str, suffix: str = "") -> str:
+        """The hub's resolve URL of PATH + suffix under `endpoint`, as huggingface_hub makes
+        it (the path percent-encoded, its "/" kept)."""
+        return (
+            f"{endpoint.rstrip('/')}/{self.owner}/{self.repo}/resolve/"
+            f"{quote(self.revision, safe='')}/{quote(self.path + suffix)}"
+        )
+
+
+def is_hf_uri(uri: str) -> bool:
+    return uri.startswith(f"{HF_SCHEME}://")
+
+
+def download_urls(uri: str, hf_endpoint: str = DEFAULT_HF_ENDPOINT) -> tuple[str, str]:
+    """The URLs of the model and of its voice config: URI and URI.json, or for an hf:// URI
+    the resolve URLs of PATH and PATH.json under `hf_endpoint`."""
+    if is_hf_uri(uri):
+        hf = HfUri.parse(uri)
+        return hf.url(hf_endpoint), hf.url(hf_endpoint, ".json")
+    return uri, config_url(uri)
 
 
 def address_problem(address: str) -> str | None:
@@ -233,6 +311,86 @@ class _Origin:
         return cls(parts.scheme, (parts.hostname or "").lower(), port)
 
 
+def _etag(value: str | None) -> str | None:
+    """An entity tag without W/ and quotes, lower-cased, as huggingface_hub reads them."""
+    if not value:
+        return None
+    value = value.strip()
+    return (value[2:] if value.startswith("W/") else value).strip('"').lower() or None
+
+
+def _hex(value: str | None, digits: int) -> str | None:
+    return value if value and len(value) == digits and set(value) <= _HEX else None
+
+
+def git_blob_id(path: Path, size: int) -> str:
+    """The git object id (SHA-1 of "blob SIZE\\0" + content) of a file: what the hub sends as
+    the ETag of a file kept in git rather than LFS."""
+    digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+    with open(path, "rb") as data:
+        while chunk := data.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class _HubFile:
+    """One file of an hf:// download: where its token may go, and what the hub's responses
+    on its own host (never a CDN's) list about it."""
+
+    origin: _Origin
+    token: str | None
+    size: int | None = None
+    sha256: str | None = None
+    git_oid: str | None = None
+    commit: str | None = None
+
+    def headers(self, here: _Origin) -> dict[str, str]:
+        """The token, for a request to the endpoint's own scheme, host and port only."""
+        if self.token and here == self.origin:
+            return {"Authorization": f"Bearer {self.token}"}
+        return {}
+
+    def note(self, here: _Origin, response: http.client.HTTPResponse) -> None:
+        """What a response of the hub lists (the last one on its host counts)."""
+        if here != self.origin:
+            return
+        linked = _etag(response.getheader("X-Linked-Etag"))
+        etag = _etag(response.getheader("ETag"))
+        size = (response.getheader("X-Linked-Size") or "").strip()
+        self.commit = response.getheader("X-Repo-Commit")
+        self.size = int(size) if size.isdigit() else None
+        self.sha256 = _hex(linked, 64) or (None if linked else _hex(etag, 64))
+        self.git_oid = _hex(etag, 40) if linked is None and self.commit else None
+
+    def verify(self, name: str, part: Path, size: int, sha256: str, url: str) -> str:
+        """FetchError unless the file is what the hub lists; what was verified, for the log."""
+        checked = []
+        if self.size is not None:
+            if size != self.size:
+                raise FetchError(
+                    f"{name} is {_size(size)}, but the hub lists {_size(self.size)} "
+                    "(X-Linked-Size)",
+                    url,
+                )
+            checked.append("size")
+        if self.sha256 is not None:
+            if sha256 != self.sha256:
+                raise FetchError(
+                    f"sha256 of {name} is {sha256}, but the hub lists {self.sha256}", url
+                )
+            checked.append("sha256")
+        if self.git_oid is not None:
+            oid = git_blob_id(part, size)
+            if oid != self.git_oid:
+                raise FetchError(
+                    f"git blob id of {name} is {oid}, but the hub lists {self.git_oid}", url
+                )
+            checked.append("git blob id")
+        listed = f"; the hub's {' and '.join(checked)} match" if checked else ""
+        return listed + (f" (commit {self.commit})" if self.commit else "")
+
+
 @dataclass
 class Fetcher:
     """One model download. `resolve` and `check_address` are the name lookup and the
@@ -243,6 +401,7 @@ class Fetcher:
     resolve: Resolver = system_resolve
     check_address: AddressCheck = address_problem
     log: Log = field(default=lambda line: print(line, flush=True))
+    hub: Hub = field(default_factory=Hub)
 
     def __post_init__(self) -> None:
         self._context: ssl.SSLContext | None = None
@@ -258,22 +417,37 @@ class Fetcher:
         sha256: str | None = None,
         config_sha256: str | None = None,
     ) -> None:
-        """DEST/model.onnx and DEST/model.onnx.json from URI and URI.json; FetchError says
-        why not. The deadline counts from the Fetcher's creation."""
+        """DEST/model.onnx and DEST/model.onnx.json from URI and URI.json (an hf:// URI:
+        from the hub, see the module's docstring); FetchError says why not. The deadline
+        counts from the Fetcher's creation."""
+        hub = is_hf_uri(uri)
+        try:
+            model, config = download_urls(uri, self.hub.endpoint)
+        except ValueError as err:
+            raise FetchError(str(err), uri) from None
+        if hub and self.hub.token and urlsplit(model).scheme != "https":
+            raise FetchError("a token is never sent over plain http; use an https endpoint", model)
         dest.mkdir(parents=True, exist_ok=True)
         for url, name, digest in (
-            (uri, MODEL_FILE, sha256),
-            (config_url(uri), CONFIG_FILE, config_sha256),
+            (model, MODEL_FILE, sha256),
+            (config, CONFIG_FILE, config_sha256),
         ):
-            self.fetch_file(url, dest / name, digest)
+            self.fetch_file(url, dest / name, digest, hub=hub)
 
-    def fetch_file(self, url: str, target: Path, sha256: str | None = None) -> str:
-        """Download url into target (through target.part); returns the file's SHA-256."""
+    def fetch_file(
+        self, url: str, target: Path, sha256: str | None = None, *, hub: bool = False
+    ) -> str:
+        """Download url into target (through target.part); returns the file's SHA-256.
+        `hub`: url is a file of the hub (self.hub): its token goes to the hub's host, and
+        the file must be what the hub lists."""
         expected = _hex_digest(sha256) if sha256 else None
         part = target.with_name(target.name + ".part")
+        listed = None
+        if hub:
+            listed = _HubFile(_Origin.of(urlsplit(self.hub.endpoint), url), self.hub.token)
         self.log(f"fetching {display(url)}")
         try:
-            conn, response, sock = self._open(url)
+            conn, response, sock = self._open(url, listed)
             try:
                 with open(part, "wb") as out:
                     got, size = self._save(sock, conn.host, response, out, target.name, url)
@@ -282,11 +456,12 @@ class Fetcher:
                 conn.close()
             if expected and got != expected:
                 raise FetchError(f"sha256 of {target.name} is {got}, expected {expected}", url)
+            verified = listed.verify(target.name, part, size, got, url) if listed else ""
             os.replace(part, target)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        self.log(f"{target.name}: {_size(size)}, sha256 {got}")
+        self.log(f"{target.name}: {_size(size)}, sha256 {got}{verified}")
         return got
 
     # ---------------------------------------------------------------- network
@@ -299,11 +474,12 @@ class Fetcher:
         return min(self.rules.idle_timeout, left)
 
     def _open(
-        self, url: str
+        self, url: str, hub: _HubFile | None = None
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, socket.socket]:
         """GET url, following redirects: the connection, its response 200, and the socket
         the response reads from (http.client lets go of it when the response ends with the
-        connection, so it is kept here to bound each read)."""
+        connection, so it is kept here to bound each read). `hub`: a file of the hub, whose
+        token goes to the hub's own host only and which notes what the hub lists."""
         first = urlsplit(url)
         if first.scheme not in _DEFAULT_PORTS:
             raise FetchError(f"unsupported URL scheme {first.scheme!r}", url)
@@ -332,6 +508,7 @@ class Fetcher:
                         headers={
                             "User-Agent": "tts-runtime-model-fetch",
                             "Accept-Encoding": "identity",
+                            **(hub.headers(here) if hub else {}),
                         },
                     )
                     sock = conn.sock
@@ -344,6 +521,8 @@ class Fetcher:
                 raise
             except (OSError, http.client.HTTPException) as err:
                 raise FetchError(self._network_why(err, here.host), url) from None
+            if hub:
+                hub.note(here, response)
             location = response.getheader("Location")
             if response.status in _REDIRECTS and location:
                 response.close()
@@ -491,9 +670,26 @@ def fetch_model(
     rules: Rules | None = None,
     sha256: str | None = None,
     config_sha256: str | None = None,
+    hub: Hub | None = None,
 ) -> None:
     """Download a model (see the module's docstring); FetchError says why not."""
-    Fetcher(rules or Rules()).fetch_model(uri, dest, sha256, config_sha256)
+    Fetcher(rules or Rules(), hub=hub or Hub()).fetch_model(uri, dest, sha256, config_sha256)
+
+
+def read_token(path: str) -> str:
+    """The token in a file (a Secret's key): one printable ASCII word, blanks around it
+    ignored; FetchError naming the file (never its content) otherwise."""
+    try:
+        token = Path(path).read_bytes().strip()
+    except OSError as err:
+        raise FetchError(f"cannot read the token file {path} ({err.strerror or err})") from None
+    if not token:
+        raise FetchError(f"the token file {path} is empty")
+    if not all(0x21 <= byte <= 0x7E for byte in token):
+        raise FetchError(
+            f"the token file {path} does not hold one token (printable ASCII, no blanks)"
+        )
+    return token.decode("ascii")
 
 
 # ---------------------------------------------------------------- the init container
@@ -523,7 +719,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Download a Piper voice (URI and URI.json) as DEST/model.onnx and "
         "DEST/model.onnx.json: https only, size-capped, checksummed, within a deadline.",
     )
-    parser.add_argument("uri", help="http(s) URL of the .onnx model")
+    parser.add_argument(
+        "uri", help="http(s) URL of the .onnx model, or hf://OWNER/REPO[@REVISION]/PATH"
+    )
     parser.add_argument("dest", type=Path, help="directory to write into")
     parser.add_argument("--sha256", type=sha256, help="expected SHA-256 of model.onnx")
     parser.add_argument("--config-sha256", type=sha256, help="expected SHA-256 of model.onnx.json")
@@ -543,6 +741,16 @@ def _parser() -> argparse.ArgumentParser:
         help="allow the URI's host to be a loopback/private/link-local address",
     )
     parser.add_argument("--ca-file", help="CA certificates (PEM) instead of the system's")
+    parser.add_argument(
+        "--hf-endpoint",
+        default=DEFAULT_HF_ENDPOINT,
+        help="the Hugging Face hub (or a mirror of its layout) hf:// URIs resolve against "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token-file",
+        help="file holding a token for hf:// URIs, sent to the endpoint's own host only",
+    )
     return parser
 
 
@@ -563,7 +771,10 @@ def _watchdog(seconds: float, uri: str) -> threading.Timer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.token_file and not is_hf_uri(args.uri):
+        parser.error("--token-file applies to hf:// URIs only")
     rules = Rules(
         max_bytes=args.max_bytes,
         deadline_seconds=args.deadline_seconds,
@@ -573,7 +784,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     watchdog = _watchdog(rules.deadline_seconds, args.uri)
     try:
-        Fetcher(rules).fetch_model(args.uri, args.dest, args.sha256, args.config_sha256)
+        token = read_token(args.token_file) if args.token_file else None
+        fetcher = Fetcher(rules, hub=Hub(args.hf_endpoint, token))
+        fetcher.fetch_model(args.uri, args.dest, args.sha256, args.config_sha256)
     except FetchError as err:
         err.url = err.url or args.uri
         sys.stdout.flush()

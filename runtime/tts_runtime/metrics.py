@@ -10,6 +10,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+# tts_auth_failures_total's reasons (tts_runtime.auth).
+AUTH_FAILURE_REASONS = ("missing", "invalid")
 # Queue waits the HPA cares about sit between 1 ms and a few seconds.
 QUEUE_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -81,6 +83,15 @@ class RuntimeMetrics:
             registry=r,
         )
         self.model = Info("tts_model", "The served model and how it runs.", registry=r)
+        self.auth_failures = Counter(
+            "tts_auth_failures",
+            "Requests refused with 401 for want of a valid API key (TTS_API_KEYS_FILE), by "
+            "reason: missing (no Bearer Authorization header), invalid (a wrong key).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason=reason)
 
     def set_model(self, model: str, provider: str, precision: str) -> None:
         self.model.info({"model": model, "provider": provider, "precision": precision})
@@ -135,3 +146,66 @@ class ConnectionMetrics:
         )
         for reason in CONNECTION_CLOSE_REASONS:
             self.closed.labels(reason=reason)
+
+
+CACHE_TIERS = ("memory", "redis")
+# timeout: no answer within TTS_CACHE_REDIS_TIMEOUT_MS; connection: refused, reset, auth;
+# error: any other error Redis answered with (OOM, READONLY ...).
+CACHE_REDIS_ERROR_REASONS = ("timeout", "connection", "error")
+
+
+class CacheMetrics:
+    """tts_cache_*: the response cache (tts_runtime.cache), on the app's registry; only
+    registered when the cache is on."""
+
+    def __init__(self, registry: CollectorRegistry, redis: bool) -> None:
+        self.registry = registry
+        self.hits = Counter(
+            "tts_cache_hits",
+            "Speech responses served from the cache, by tier (memory, redis).",
+            ["tier"],
+            registry=registry,
+        )
+        for tier in CACHE_TIERS if redis else CACHE_TIERS[:1]:
+            self.hits.labels(tier=tier)
+        self.misses = Counter(
+            "tts_cache_misses",
+            "Speech requests the cache could not answer (each went on to the model), "
+            "streams included: they are never looked up.",
+            registry=registry,
+        )
+        self.bytes = Gauge(
+            "tts_cache_bytes",
+            "Bytes the in-process cache holds (bodies plus a fixed overhead per entry).",
+            registry=registry,
+        )
+        self.entries = Gauge(
+            "tts_cache_entries", "Responses the in-process cache holds.", registry=registry
+        )
+        self.evictions = Counter(
+            "tts_cache_evictions",
+            "Responses dropped from the in-process cache to stay within TTS_CACHE_MAX_BYTES.",
+            registry=registry,
+        )
+        # Redis's series only when there is a Redis (else made, but not exported).
+        shared = registry if redis else None
+        self.redis_errors = Counter(
+            "tts_cache_redis_errors",
+            "Redis calls that failed, by reason: timeout, connection, error; the request "
+            "was served from the model.",
+            ["reason"],
+            registry=shared,
+        )
+        self.redis_bypassed = Counter(
+            "tts_cache_redis_bypassed",
+            "Redis lookups and writes skipped while Redis was marked down (after a failure, "
+            "for 1 s doubling to 30 s).",
+            registry=shared,
+        )
+        self.redis_up = Gauge(
+            "tts_cache_redis_up",
+            "1 while Redis is used, 0 while it is marked down after a failure.",
+            registry=shared,
+        )
+        for reason in CACHE_REDIS_ERROR_REASONS:
+            self.redis_errors.labels(reason=reason)

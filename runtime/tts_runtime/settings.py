@@ -10,11 +10,13 @@ import re
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from tts_runtime.auth import ApiKeysError, read_keys
 from tts_runtime.engine_types import MemoryMode
 from tts_runtime.errors import SettingsError
 
@@ -24,6 +26,54 @@ ENV_PREFIX = "TTS_"
 POD_NAME_MAX_LENGTH = 253
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 POD_NAME_PATTERN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+
+MI = 1 << 20
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+# Settings whose value is never echoed in an error (a Redis URL may hold a password).
+SECRET_SETTINGS = frozenset({"cache_redis_url"})
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, in words that never quote it; None when it is one
+    redis-py takes: redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or
+    unix:///path/to/socket[?db=N]."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_URL_SCHEMES:
+        return "is not a Redis URL: it must start with redis://, rediss:// or unix://"
+    if parts.scheme == "unix":
+        return None if parts.path else "names no socket path, e.g. unix:///run/redis.sock"
+    if not parts.hostname:
+        return "names no host, e.g. redis://redis.cache.svc:6379/0"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return "has a database (the path after the host) that is not a number"
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return "is not one redis-py can use (check its query parameters)"
+    return None
+
+
+def read_redis_url(path: Path) -> str:
+    """The Redis URL in a file (a mounted Secret's key), surrounding blanks stripped;
+    ValueError naming the file, never its content."""
+    try:
+        url = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
+        raise ValueError(f"cannot read the Redis URL file {path}: {reason}") from None
+    problem = redis_url_problem(url)
+    if problem:
+        raise ValueError(f"the Redis URL in {path} {problem} (its content is not shown)")
+    return url
 
 
 def default_pod_name() -> str:
@@ -117,10 +167,55 @@ class RuntimeSettings(BaseSettings):
         description="Longest a request body may take to arrive after its head (then 408 "
         "and close).",
     )
+    cache_max_bytes: int = Field(
+        default=0,
+        ge=0,
+        le=1 << 40,
+        description="Bytes of whole speech responses kept in this process (an LRU; each "
+        "entry counted as its body plus 256). 0: no in-process cache.",
+    )
+    cache_max_entry_bytes: int = Field(
+        default=4 * MI,
+        ge=0,
+        le=1 << 40,
+        description="Largest response kept in the cache (either tier).",
+    )
+    cache_redis_url: SecretStr | None = Field(
+        default=None,
+        description="A Redis shared by all replicas (redis://, rediss:// or unix://); for "
+        "a URL without a password. One with a password goes in a file: "
+        "cache_redis_url_file.",
+    )
+    cache_redis_url_file: Path | None = Field(
+        default=None,
+        description="File holding the Redis URL (a Secret's key mounted as a volume: what "
+        "the operator sets); read at start.",
+    )
+    cache_redis_timeout_ms: float = Field(
+        default=100.0,
+        gt=0,
+        le=10_000,
+        description="Longest one Redis call may take (connect, GET or SET); past it, or on "
+        "any error, the request is served from the model and Redis is left alone for 1 s, "
+        "doubling to 30 s while it keeps failing.",
+    )
+    cache_redis_ttl_s: int = Field(
+        default=86_400,
+        ge=1,
+        le=365 * 86_400,
+        description="How long Redis keeps a response (its expiry).",
+    )
     api_docs: bool = Field(
         default=False,
         description="Serve /docs, /redoc and /openapi.json (the docs pages load their "
         "scripts from a CDN); off by default.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="File of API keys, one per line (blank lines and # comments ignored); "
+        "when set, every path but /healthz, /readyz and /metrics needs `Authorization: "
+        "Bearer KEY`. Re-read when it changes (a Secret update), no restart needed. Must be "
+        "readable and hold a key at start.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     pod_name: str = Field(
@@ -134,6 +229,16 @@ class RuntimeSettings(BaseSettings):
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _check_api_keys_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                read_keys(value)
+            except ApiKeysError as err:
+                raise ValueError(str(err)) from None
+        return value
 
     @field_validator("pod_name")
     @classmethod
@@ -160,6 +265,30 @@ class RuntimeSettings(BaseSettings):
                 raise ValueError(f"speaker id of voice {name!r} must be >= 0, got {speaker_id}")
         return value
 
+    @field_validator("cache_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = redis_url_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(f"{problem} (the value is not shown)")
+        return value
+
+    @field_validator("cache_redis_url_file")
+    @classmethod
+    def _check_redis_url_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_redis_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_redis_url(self) -> RuntimeSettings:
+        if self.cache_redis_url is not None and self.cache_redis_url_file is not None:
+            raise ValueError(
+                f"set {ENV_PREFIX}CACHE_REDIS_URL or {ENV_PREFIX}CACHE_REDIS_URL_FILE, not both"
+            )
+        return self
+
     @model_validator(mode="after")
     def _fit_segments_in_input(self) -> RuntimeSettings:
         # A segment never needs to be longer than a whole input; a small
@@ -176,6 +305,18 @@ class RuntimeSettings(BaseSettings):
         """Cap on a request body: room for the input in 4-byte UTF-8 JSON-escaped
         characters plus the other fields; anything bigger is refused unread."""
         return 16 * 1024 + 12 * self.max_input_chars
+
+    def redis_url(self) -> str | None:
+        """The cache's Redis URL (from the file when one is named), or None."""
+        if self.cache_redis_url_file is not None:
+            return read_redis_url(self.cache_redis_url_file)
+        return None if self.cache_redis_url is None else self.cache_redis_url.get_secret_value()
+
+    @property
+    def cache_enabled(self) -> bool:
+        return self.cache_max_bytes > 0 or (
+            self.cache_redis_url is not None or self.cache_redis_url_file is not None
+        )
 
 
 def load_settings(**overrides: object) -> RuntimeSettings:
@@ -195,6 +336,7 @@ def _describe(exc: ValidationError) -> str:
         field = ".".join(str(part) for part in error["loc"]) or "settings"
         variable = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}" if error["loc"] else field
         given = error.get("input")
-        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        secret = bool(error["loc"]) and error["loc"][0] in SECRET_SETTINGS
+        shown = "" if isinstance(given, dict) or given is None or secret else f" (got {given!r})"
         lines.append(f"  {variable}: {error['msg']}{shown}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from starlette.types import Message, Receive, Scope, Send
 from tts_runtime import audio
 from tts_runtime.api_models import SpeechRequest, invalid_field
 from tts_runtime.batcher import Job
+from tts_runtime.cache import CACHE_HEADER, HIT, MISS
 from tts_runtime.engine_types import Audio, SynthesisItem, SynthesisScales
 from tts_runtime.errors import (
     CLIENT_CLOSED_REQUEST,
@@ -195,6 +196,8 @@ class SpeechPlan:
     scales: SynthesisScales
     response_format: audio.ResponseFormat
     stream: bool
+    # Where the response goes in the cache once made (None: cache off, or a stream).
+    cache_key: str | None = None
 
 
 def _check_request(runtime: Runtime, request: SpeechRequest) -> tuple[int, audio.ResponseFormat]:
@@ -255,8 +258,14 @@ def _segment_ids(runtime: Runtime, text: str, speaker_id: int) -> list[Synthesis
     return items
 
 
-async def plan_speech(runtime: Runtime, request: SpeechRequest) -> SpeechPlan:
-    speaker_id, fmt = _check_request(runtime, request)
+async def plan_speech(
+    runtime: Runtime,
+    request: SpeechRequest,
+    speaker_id: int,
+    fmt: audio.ResponseFormat,
+    cache_key: str | None = None,
+) -> SpeechPlan:
+    """The items of a checked request (`_check_request` gave `speaker_id` and `fmt`)."""
     with runtime.batcher.preparing():
         items = await run_in_threadpool(_segment_ids, runtime, request.input, speaker_id)
     if not items:
@@ -266,8 +275,11 @@ async def plan_speech(runtime: Runtime, request: SpeechRequest) -> SpeechPlan:
             "voice's language",
             param="input",
         )
-    scales = runtime.config.default_scales().at_speed(request.speed)
-    return SpeechPlan(items, scales, fmt, request.stream)
+    return SpeechPlan(items, _scales(runtime, request), fmt, request.stream, cache_key)
+
+
+def _scales(runtime: Runtime, request: SpeechRequest) -> SynthesisScales:
+    return runtime.config.default_scales().at_speed(request.speed)
 
 
 # -- respond -----------------------------------------------------------------------
@@ -310,7 +322,18 @@ async def _until_disconnected(request: Request) -> None:
 
 
 async def _respond(runtime: Runtime, request: SpeechRequest, end: RequestEnd) -> _AudioResponse:
-    plan = await plan_speech(runtime, request)
+    speaker_id, fmt = _check_request(runtime, request)
+    cache_key = None
+    if runtime.cache is not None:
+        if request.stream:  # never looked up nor kept (docs/runtime.md, Response cache)
+            runtime.cache.missed()
+        else:
+            segments = split_sentences(request.input, runtime.settings.max_segment_chars)
+            cache_key = runtime.cache.key(speaker_id, segments, _scales(runtime, request), fmt)
+            cached = await runtime.cache.get(cache_key)
+            if cached is not None:
+                return _send_whole(runtime, cached, fmt, end, HIT)
+    plan = await plan_speech(runtime, request, speaker_id, fmt, cache_key)
     try:
         end.jobs = runtime.batcher.submit(
             plan.items,
@@ -348,6 +371,20 @@ async def _whole(runtime: Runtime, plan: SpeechPlan, end: RequestEnd) -> _AudioR
     body = await run_in_threadpool(
         audio.encode, joined, runtime.engine.sample_rate, plan.response_format
     )
+    if runtime.cache is not None and plan.cache_key is not None:
+        runtime.cache.put(plan.cache_key, body)
+    return _send_whole(runtime, body, plan.response_format, end, MISS)
+
+
+def _cache_headers(runtime: Runtime, state: str) -> dict[str, str]:
+    """X-TTS-Cache: hit or miss, when the cache is on."""
+    return {} if runtime.cache is None else {CACHE_HEADER: state}
+
+
+def _send_whole(
+    runtime: Runtime, body: bytes, fmt: audio.ResponseFormat, end: RequestEnd, cache: str
+) -> _AudioResponse:
+    """A whole body, in pieces of WRITE_PIECE_BYTES; the request is ok once all are sent."""
 
     async def pieces() -> AsyncGenerator[bytes, None]:
         for start in range(0, len(body), WRITE_PIECE_BYTES):
@@ -357,8 +394,8 @@ async def _whole(runtime: Runtime, plan: SpeechPlan, end: RequestEnd) -> _AudioR
     return _AudioResponse(
         pieces(),
         end,
-        media_type=audio.MEDIA_TYPES[plan.response_format],
-        headers={"content-length": str(len(body))},
+        media_type=audio.MEDIA_TYPES[fmt],
+        headers={"content-length": str(len(body)), **_cache_headers(runtime, cache)},
     )
 
 
@@ -394,7 +431,12 @@ async def _stream(runtime: Runtime, plan: SpeechPlan, end: RequestEnd) -> _Audio
             yield await run_in_threadpool(audio.to_pcm16, segment)
         end.outcome = "ok"
 
-    return _AudioResponse(chunks(), end, media_type=audio.MEDIA_TYPES[plan.response_format])
+    return _AudioResponse(
+        chunks(),
+        end,
+        media_type=audio.MEDIA_TYPES[plan.response_format],
+        headers=_cache_headers(runtime, MISS),
+    )
 
 
 class _WriteTimeoutError(Exception):

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from tts_runtime import audio
 from tts_runtime.batcher import Batcher
+from tts_runtime.cache import build_cache
 from tts_runtime.calibration import calibrate_batch_limit
 from tts_runtime.engine_types import SynthesisEngine, SynthesisItem
 from tts_runtime.errors import StartupError
@@ -88,6 +89,10 @@ class Runtime:
             max_queue_size=settings.max_queue_size,
             metrics=self.metrics,
         )
+        # The response cache (tts_runtime.cache), or None when off.
+        self.cache = build_cache(
+            settings, engine.precision, engine.sample_rate, self.metrics.registry
+        )
         self.warmed_up = False
         self.warm_up_error: str | None = None
         self.draining = False
@@ -112,6 +117,8 @@ class Runtime:
         if self._warm_up_task is not None and not self._warm_up_task.done():
             self._warm_up_task.cancel()
         await self.batcher.stop()
+        if self.cache is not None:
+            await self.cache.close()
 
     async def _warm_up(self) -> None:
         """One real batch through the whole path before /readyz says yes."""

@@ -38,6 +38,7 @@ from tts_runtime.fetch import (
     PREFIX,
     Fetcher,
     FetchError,
+    Hub,
     Rules,
     address_problem,
     config_url,
@@ -264,11 +265,14 @@ class Run:
         *,
         resolve: dict[str, list[str]] | None = None,
         check_address: Callable[[str], str | None] = address_problem,
+        hub: Hub | None = None,
         **rules: Any,
     ) -> None:
         rules.setdefault("allow_private_hosts", True)  # the servers are on loopback
         rules.setdefault("ca_file", str(self.tls.cert))
-        fetcher = Fetcher(Rules(**rules), check_address=check_address, log=self.log.append)
+        fetcher = Fetcher(
+            Rules(**rules), check_address=check_address, log=self.log.append, hub=hub or Hub()
+        )
         if resolve is not None:
             names = resolve
             fetcher.resolve = lambda host, port: names.get(host) or [host]
