@@ -74,7 +74,7 @@ locks:
 	$(UV_COMPILE) --no-deps requirements/piper.in -o requirements/piper.lock
 
 # ---- Local Kubernetes control plane for the e2e tests (docs/e2e.md) ----
-.PHONY: host-packages cluster-binaries images cluster-up cluster-down e2e scale-bench
+.PHONY: host-packages cluster-binaries images cluster-up cluster-down e2e scale-bench scale-demo
 
 # containerd, runc, CNI plugins, nftables, buildah, debootstrap...: apt-get install when missing.
 host-packages:
@@ -100,3 +100,10 @@ e2e: setup host-packages cluster-binaries images
 
 scale-bench: setup cluster-binaries
 	$(BIN)/python hack/scale_bench.py
+
+# The KEDA scenario on the real node (load -> queue latency -> Prometheus -> KEDA -> replicas
+# up, then back down), plotted: docs/images/keda-scaling.png, timeline in out/.
+SCALE_PLOT ?= docs/images/keda-scaling.png
+scale-demo: setup host-packages cluster-binaries images
+	TTS_SCALE_PLOT=$(SCALE_PLOT) $(BIN)/python -m pytest -s -p no:cacheprovider \
+		e2e/test_realnode_08_keda_scaling.py

@@ -178,7 +178,7 @@ def test_model_downloads_are_https_to_public_hosts_capped_and_pinned(
         (
             "mounted-digest",
             {"uri": "pvc://voices/en", "sha256": MODEL_SHA},
-            "apply to http(s) URIs only",
+            "apply to downloaded (http(s)://, hf://) URIs only",
         ),
     ):
         with pytest.raises(ApiException) as refused:

@@ -61,6 +61,10 @@ HPA = Kind(
     "autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
     APPLIED | {"delete"}, child=True,
 )  # fmt: skip
+# Only with autoscaling.provider keda (KEDA's CRD must then be installed).
+SCALEDOBJECT = Kind(
+    "keda.sh/v1alpha1", "ScaledObject", "scaledobjects", APPLIED | {"delete"}, child=True
+)
 PDB = Kind(
     "policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", APPLIED | {"delete"}, child=True
 )
@@ -68,7 +72,7 @@ POD = Kind("v1", "Pod", "pods", frozenset({"list", "watch"}))
 PVC = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", frozenset({"get"}))
 EVENT = Kind("v1", "Event", "events", frozenset({"create"}))  # kopf.event posts them
 
-KINDS = (TTSSERVICE, CONFIGMAP, SERVICE, DEPLOYMENT, HPA, PDB, POD, PVC, EVENT)
+KINDS = (TTSSERVICE, CONFIGMAP, SERVICE, DEPLOYMENT, HPA, SCALEDOBJECT, PDB, POD, PVC, EVENT)
 CHILDREN = tuple(k for k in KINDS if k.child)
 BY_KIND = {k.kind: k for k in KINDS}
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
+from tts_runtime.fetch import HF_URI_PATTERN
 
 GROUP = "ttsoperator.io"
 VERSION = "v1alpha1"
@@ -32,7 +33,16 @@ QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 PERCENT_PATTERN = r"^[0-9]{1,3}%$"
-MODEL_URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?|https?://.+|file:///.*)$"
+MODEL_URI_PATTERN = (
+    r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?|https?://.+|file:///.*"
+    rf"|{HF_URI_PATTERN})$"
+)
+# URI schemes a model is downloaded from (by the model-fetch init container).
+DOWNLOAD_SCHEMES = ("http://", "https://", "hf://")
+# A Secret's name (DNS-1123 subdomain) and one of its keys (no leading "..": the kubelet
+# writes the key as a file of that name in the volume).
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -49,6 +59,13 @@ Quantity = Annotated[
 IntOrPercent = Annotated[
     Annotated[int, Field(ge=0)]
     | Annotated[str, StringConstraints(pattern=PERCENT_PATTERN, max_length=4)],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+# A byte count: an integer or a whole number with a unit (256Mi, 4Mi, 1G).
+BYTE_SIZE_PATTERN = r"^[0-9]+(k|M|G|T|Ki|Mi|Gi|Ti)?$"
+ByteSize = Annotated[
+    Annotated[int, Field(ge=0, le=1 << 40)]
+    | Annotated[str, StringConstraints(pattern=BYTE_SIZE_PATTERN, max_length=16)],
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 StringMap = dict[str, str]
@@ -96,6 +113,18 @@ class _Model(BaseModel):
     )
 
 
+class SecretKeyRef(_Model):
+    """One key of a Secret in the TTSService's namespace, mounted into the pods as a file
+    (never put in the environment) and updated there when the Secret changes. The
+    operator's policy names the Secrets a TTSService may refer to (policy.allowedSecretNames;
+    default: none)."""
+
+    name: str = Field(pattern=SECRET_NAME_PATTERN, max_length=253)
+    """Secret name, in the TTSService's namespace."""
+    key: str = Field(pattern=SECRET_KEY_PATTERN, max_length=253)
+    """Key within the Secret."""
+
+
 # ---------------------------------------------------------------- model
 
 
@@ -105,17 +134,27 @@ class ModelSpec(_Model):
     uri: str = Field(pattern=MODEL_URI_PATTERN, max_length=2048)
     """Where the model lives. pvc://CLAIM/sub/path mounts the claim read-only at /models;
     http(s)://.../voice.onnx is downloaded (with voice.onnx.json beside it) by an init
-    container; file:///host/path mounts a hostPath (development only; the operator refuses it
+    container; hf://OWNER/REPO[@REVISION]/PATH.onnx is a file of a Hugging Face repository,
+    downloaded the same way from the hub's resolve URL (with PATH.onnx.json; REVISION: a
+    branch, tag or commit, default main; the hub is the operator's TTS_OPERATOR_HF_ENDPOINT,
+    chart value operator.hfEndpoint), its size and SHA-256 verified where the hub lists
+    them; file:///host/path mounts a hostPath (development only; the operator refuses it
     unless its policy lists the directory: chart value policy.allowedHostPaths). The
     operator's policy refuses plain http:// (policy.allowHttpModelUris) and hosts at
     internal addresses (policy.allowPrivateModelHosts) unless it allows them."""
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
-    """SHA-256 of the model file an http(s) URI downloads (64 hex digits, as sha256sum
-    prints them): the download fails when the file differs. Required for http(s) URIs where
-    the operator's policy says so (policy.requireModelSha256). http(s) URIs only."""
+    """SHA-256 of the model file an http(s) or hf URI downloads (64 hex digits, as sha256sum
+    prints them): the download fails when the file differs. Required for downloaded models
+    where the operator's policy says so (policy.requireModelSha256). http(s) and hf URIs
+    only."""
     config_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
-    """SHA-256 of the voice config (the URI with .json added) an http(s) URI downloads;
-    optional. http(s) URIs only."""
+    """SHA-256 of the voice config (the URI with .json added) an http(s) or hf URI
+    downloads; optional. http(s) and hf URIs only."""
+    token_secret_ref: SecretKeyRef | None = None
+    """A Secret key holding a Hugging Face token, for gated or private repositories: mounted
+    into the model-fetch init container only, and sent as Authorization: Bearer to the hub's
+    own host only (never over plain http, never on to the CDN a download is redirected
+    to). hf URIs only; the operator's policy must allow the Secret (policy.allowedSecretNames)."""
     format: Literal["piper-onnx"] = "piper-onnx"
     """Model format: a Piper-style ONNX voice plus its .onnx.json config."""
     name: str = Field(default="tts-1", min_length=1, max_length=128)
@@ -130,13 +169,18 @@ class ModelSpec(_Model):
     cel: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
             "(!has(self.sha256) && !has(self.configSha256))"
-            " || self.uri.startsWith('http://') || self.uri.startsWith('https://')",
-            "model.sha256 and model.configSha256 apply to http(s) URIs only "
-            "(nothing verifies a pvc:// or file:// model)",
+            " || self.uri.startsWith('http://') || self.uri.startsWith('https://')"
+            " || self.uri.startsWith('hf://')",
+            "model.sha256 and model.configSha256 apply to downloaded (http(s)://, hf://) URIs "
+            "only (nothing verifies a pvc:// or file:// model)",
             lambda m: (
-                (m.sha256 is None and m.config_sha256 is None)
-                or m.uri.startswith(("http://", "https://"))
+                (m.sha256 is None and m.config_sha256 is None) or m.uri.startswith(DOWNLOAD_SCHEMES)
             ),
+        ),
+        CelRule(
+            "!has(self.tokenSecretRef) || self.uri.startsWith('hf://')",
+            "model.tokenSecretRef applies to hf:// URIs only",
+            lambda m: m.token_secret_ref is None or m.uri.startswith("hf://"),
         ),
     )
     model_config = ConfigDict(json_schema_extra=cel_rules(*cel))
@@ -316,8 +360,13 @@ class Autoscaling(_Model):
     """Scale pods on the per-pod queue latency the runtime reports."""
 
     enabled: bool = False
-    """Create a HorizontalPodAutoscaler; the operator then never sets the Deployment's
-    replicas (spec.replicas must be unset)."""
+    """Scale the Deployment on queue latency; the operator then never sets its replicas
+    (spec.replicas must be unset)."""
+    provider: Literal["hpa", "keda"] = "hpa"
+    """hpa: a HorizontalPodAutoscaler on the per-pod custom metric `metricName` (served by
+    a metrics adapter such as prometheus-adapter). keda: a KEDA ScaledObject whose Prometheus
+    trigger runs the same queue-latency query against the Prometheus the operator is
+    configured with (chart value keda.prometheusServerAddress); KEDA must be installed."""
     min_replicas: int = Field(default=1, ge=1, le=1000)
     """Fewest pods."""
     max_replicas: int = Field(default=4, ge=1, le=1000)
@@ -430,6 +479,56 @@ class Rollout(_Model):
     """Pods that may be missing during a rollout."""
 
 
+class AuthSpec(_Model):
+    """Who may call the API."""
+
+    api_keys_secret_ref: SecretKeyRef | None = None
+    """A Secret key holding API keys, one per line (blank lines and lines starting with #
+    are ignored). When set, every request but /healthz, /readyz and /metrics needs
+    Authorization: Bearer KEY (the openai client's api_key): a missing or wrong key gets 401.
+    Mounted into the runtime as a file (TTS_API_KEYS_FILE); an updated Secret takes effect in
+    running pods once the kubelet refreshes the volume (about a minute), without a restart.
+    Unset: no key needed. The operator's policy must allow the Secret
+    (policy.allowedSecretNames)."""
+
+
+class RedisCache(_Model):
+    """A Redis every replica shares, so a response one pod made is a hit on all of them."""
+
+    url_secret_ref: SecretKeyRef
+    """A Secret key holding the Redis URL: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB],
+    rediss://... for TLS. Mounted into the runtime as a file (TTS_CACHE_REDIS_URL_FILE) and
+    read when a pod starts: after changing the Secret, restart the pods (kubectl rollout
+    restart). The operator's policy must allow the Secret (policy.allowedSecretNames)."""
+    timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    """Longest one Redis call may take (TTS_CACHE_REDIS_TIMEOUT_MS). A Redis that is slower,
+    down or refusing is never worth a failed request: the pod serves from the model, counts
+    it in tts_cache_redis_errors_total, and leaves Redis alone for 1 s, doubling to 30 s
+    while it keeps failing."""
+    ttl_seconds: int = Field(default=86_400, ge=1, le=31_536_000)
+    """How long Redis keeps a response (TTS_CACHE_REDIS_TTL_S)."""
+
+
+class CacheSpec(_Model):
+    """A cache of whole (non-streamed) responses, keyed by everything that makes their bytes:
+    the model's files, voice, input text (its sentences), speed, format and sample rate. A
+    hit answers in about a millisecond with X-TTS-Cache: hit and runs nothing on the GPU.
+    Streamed responses are never served from it."""
+
+    enabled: bool = False
+    """Cache responses (TTS_CACHE_MAX_BYTES, TTS_CACHE_REDIS_URL_FILE)."""
+    max_bytes: ByteSize | None = None
+    """Bytes of responses each pod keeps in its own memory (an LRU), e.g. 256Mi; 0: none
+    (Redis only). Unset: an eighth of the container's memory request (256Mi with the default
+    2Gi), else of its memory limit, else 64Mi. It counts against the pod's memory: keep
+    room for it under the limit."""
+    max_entry_bytes: ByteSize = "4Mi"
+    """Largest response cached (in memory and in Redis); 4Mi holds about 95 s of 22 kHz
+    WAV."""
+    redis: RedisCache | None = None
+    """A Redis shared by all replicas; unset: each pod caches on its own."""
+
+
 # ---------------------------------------------------------------- spec
 
 
@@ -446,6 +545,10 @@ class TTSServiceSpec(_Model):
     """Queue-latency autoscaling."""
     service: ServiceSpec = Field(default_factory=ServiceSpec, json_schema_extra={"default": {}})
     """The Service."""
+    auth: AuthSpec = Field(default_factory=AuthSpec, json_schema_extra={"default": {}})
+    """Who may call the API."""
+    cache: CacheSpec = Field(default_factory=CacheSpec, json_schema_extra={"default": {}})
+    """The response cache."""
     scheduling: Scheduling = Field(default_factory=Scheduling, json_schema_extra={"default": {}})
     """Node selection, tolerations, affinity, priority, spreading."""
     disruption: Disruption = Field(default_factory=Disruption, json_schema_extra={"default": {}})

@@ -3,8 +3,10 @@ a pure check of a spec against it.
 
 The operator creates Deployments (so pods), Services and ConfigMaps with its own
 ServiceAccount, so without a policy anyone who may create a TTSService could run any image,
-read any Secret in the namespace through `env[].valueFrom.secretKeyRef`, mount any host
-directory (`file://`), schedule onto any tainted node, pick any PriorityClass or
+read any Secret in the namespace through `env[].valueFrom.secretKeyRef` or a Secret reference
+(`spec.auth.apiKeysSecretRef`, `spec.model.tokenSecretRef`,
+`spec.cache.redis.urlSecretRef`), mount any host directory
+(`file://`), schedule onto any tainted node, pick any PriorityClass or
 RuntimeClass, expose the pods outside the cluster, and have every pod download whatever a
 URI names: over plain http, from an internal address, of any size, for any time. The
 policy names what is allowed; the defaults allow only what a TTS service needs. It is set
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Annotated, Literal
@@ -27,16 +30,17 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
-from tts_runtime.fetch import address_problem
+from tts_runtime.fetch import DEFAULT_HF_ENDPOINT, address_problem, is_hf_uri
 
 from tts_operator.builders.model import (
     DEFAULT_DOWNLOAD_DEADLINE_SECONDS,
     DEFAULT_MAX_DOWNLOAD_BYTES,
     MI,
     DownloadRules,
+    download_url,
     file_mount,
 )
-from tts_operator.models import TTSServiceSpec
+from tts_operator.models import SecretKeyRef, TTSServiceSpec
 
 POLICY_VIOLATION = "PolicyViolation"
 CHART_KEY = "policy"
@@ -144,6 +148,12 @@ class Policy(BaseModel):
     allow_toleration_wildcards: bool = False
     """Allow a toleration with no key and operator Exists (it tolerates every taint: any
     tainted node, the control plane included)."""
+    allowed_secret_names: list[str] = Field(default_factory=list)
+    """Secrets (glob patterns of names) a spec may refer to: spec.auth.apiKeysSecretRef,
+    spec.model.tokenSecretRef and any other *SecretRef. Such a Secret is mounted into the
+    pods, which then act on its content (accept its API keys, send its token to the hub):
+    the author need not be able to read it. Always the TTSService's own namespace (a
+    reference names no other). Empty: none."""
     allow_http_model_uris: bool = False
     """Allow plain http:// model URIs (downloaded unencrypted and unauthenticated: anyone on
     the path can swap the model). A redirect from https to http is refused regardless."""
@@ -181,6 +191,7 @@ class Policy(BaseModel):
         "allowed_service_annotations",
         "allowed_priority_classes",
         "allowed_runtime_classes",
+        "allowed_secret_names",
     )
     @classmethod
     def _no_empty_entries(cls, values: list[str]) -> list[str]:
@@ -189,14 +200,31 @@ class Policy(BaseModel):
         return values
 
 
-def download_rules(policy: Policy) -> DownloadRules:
-    """What the model-fetch init container is told it may do."""
+def download_rules(policy: Policy, hf_endpoint: str = DEFAULT_HF_ENDPOINT) -> DownloadRules:
+    """What the model-fetch init container is told it may do, and where hf:// URIs
+    download from (the operator's TTS_OPERATOR_HF_ENDPOINT)."""
     return DownloadRules(
         max_bytes=policy.max_model_download_bytes,
         deadline_seconds=policy.model_download_deadline_seconds,
         allow_http=policy.allow_http_model_uris,
         allow_private_hosts=policy.allow_private_model_hosts,
+        hf_endpoint=hf_endpoint,
     )
+
+
+def secret_refs(model: BaseModel, path: str = "spec") -> Iterator[tuple[str, SecretKeyRef]]:
+    """Every Secret reference in a spec (or a part of one), with its field path
+    (spec.auth.apiKeysSecretRef): each is a pod reading that Secret for the spec's author."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        where = f"{path}.{info.alias or name}"
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for i, item in items:
+            at = where if i is None else f"{where}[{i}]"
+            if isinstance(item, SecretKeyRef):
+                yield at, item
+            elif isinstance(item, BaseModel):
+                yield from secret_refs(item, at)
 
 
 def internal_host(host: str) -> str | None:
@@ -271,9 +299,15 @@ def _listed(values: list[str]) -> str:
     return ", ".join(values) if values else "none"
 
 
-def check(spec: TTSServiceSpec, policy: Policy, default_image: str) -> list[Violation]:
+def check(
+    spec: TTSServiceSpec,
+    policy: Policy,
+    default_image: str,
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT,
+) -> list[Violation]:
     """Every field of `spec` the policy refuses (empty: allowed). `default_image` is the
-    operator's runtime image (what an unset spec.runtime.image runs; always allowed)."""
+    operator's runtime image (what an unset spec.runtime.image runs; always allowed);
+    `hf_endpoint` is where hf:// URIs download from (judged as the URL they become)."""
     out: list[Violation] = []
 
     def refuse(field: str, problem: str, policy_field: str) -> None:
@@ -288,11 +322,16 @@ def check(spec: TTSServiceSpec, policy: Policy, default_image: str) -> list[Viol
             "allowed_image_prefixes",
         )
 
-    model = urlsplit(spec.model.uri)
+    uri = spec.model.uri
+    hf = is_hf_uri(uri)
+    # An hf:// model is downloaded from the hub's resolve URL: judged as that URL.
+    model = urlsplit(download_url(uri, DownloadRules(hf_endpoint=hf_endpoint)) if hf else uri)
+    via = f" (hf:// URIs download from {hf_endpoint}, TTS_OPERATOR_HF_ENDPOINT)" if hf else ""
     if model.scheme == "http" and not policy.allow_http_model_uris:
         refuse(
             "spec.model.uri",
-            "a plain http:// model URI is downloaded unencrypted and unauthenticated; use https://",
+            "a plain http:// model URI is downloaded unencrypted and unauthenticated; use "
+            f"https://{via}",
             "allow_http_model_uris",
         )
     if model.scheme in ("http", "https"):
@@ -300,13 +339,14 @@ def check(spec: TTSServiceSpec, policy: Policy, default_image: str) -> list[Viol
         if problem and not policy.allow_private_model_hosts:
             refuse(
                 "spec.model.uri",
-                f"the model host {model.hostname} is {problem}",
+                f"the model host {model.hostname} is {problem}{via}",
                 "allow_private_model_hosts",
             )
         if policy.require_model_sha256 and not spec.model.sha256:
             refuse(
                 "spec.model.sha256",
-                "an http(s) model URI needs the model's SHA-256 (policy.requireModelSha256)",
+                "a downloaded (http(s)://, hf://) model needs the model's SHA-256 "
+                "(policy.requireModelSha256)",
                 "require_model_sha256",
             )
     if model.scheme == "file":
@@ -317,6 +357,16 @@ def check(spec: TTSServiceSpec, policy: Policy, default_image: str) -> list[Viol
                 f"file:// mounts host directory {host_dir}, which is not an allowed host path "
                 f"({_listed(policy.allowed_host_paths)})",
                 "allowed_host_paths",
+            )
+
+    for field, ref in secret_refs(spec):
+        if not _matches(ref.name, policy.allowed_secret_names):
+            refuse(
+                field,
+                f"Secret {ref.name} is not an allowed Secret "
+                f"({_listed(policy.allowed_secret_names)}): the pods would read it for the "
+                "spec's author",
+                "allowed_secret_names",
             )
 
     for i, env in enumerate(spec.runtime.env):

@@ -29,7 +29,7 @@ from tts_operator.builders.common import (
     selector_string,
 )
 from tts_operator.builders.model import pvc_claim
-from tts_operator.kinds import DEPLOYMENT, POD, PVC, Manifest
+from tts_operator.kinds import DEPLOYMENT, POD, PVC, SCALEDOBJECT, Manifest
 from tts_operator.kube import owns_field
 from tts_operator.models import TTSServiceSpec
 from tts_operator.policy import POLICY_VIOLATION, check, download_rules, refusal_message
@@ -123,7 +123,8 @@ def admit(ctx: Context, body: Manifest) -> TTSServiceSpec | Problem:
         spec = TTSServiceSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         return Problem(INVALID_SPEC, str(err).replace("\n", " "))
-    violations = check(spec, ctx.settings.policy, ctx.settings.runtime_image)
+    settings = ctx.settings
+    violations = check(spec, settings.policy, settings.runtime_image, settings.hf_endpoint)
     if violations:
         return Problem(POLICY_VIOLATION, refusal_message(violations))
     return spec
@@ -241,7 +242,18 @@ def observe(ctx: Context, namespace: str, name: str, deployment: Manifest | None
     return Observed(deployment=deployment, pods=pods)
 
 
-def _api_problem(err: ApiException) -> Problem:
+KEDA_NOT_INSTALLED = "KedaNotInstalled"
+
+
+def _api_problem(err: ApiException, manifest: Manifest | None) -> Problem:
+    if err.status == 404 and manifest is not None and manifest["kind"] == SCALEDOBJECT.kind:
+        # The API server has no keda.sh/v1alpha1 ScaledObject: KEDA is not installed.
+        return Problem(
+            KEDA_NOT_INSTALLED,
+            f"autoscaling.provider is keda but the cluster does not serve "
+            f"{SCALEDOBJECT.api_version} {SCALEDOBJECT.kind}: install KEDA, or set "
+            "autoscaling.provider to hpa",
+        )
     return Problem("ApplyFailed", f"the API server refused a child ({err.status}): {err.body}")
 
 
@@ -252,7 +264,12 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
     if isinstance(spec, Problem):
         refuse(ctx, body, spec)
     kids = build_children(
-        name, namespace, spec, ctx.settings.runtime_image, download_rules(ctx.settings.policy)
+        name,
+        namespace,
+        spec,
+        ctx.settings.runtime_image,
+        download_rules(ctx.settings.policy, ctx.settings.hf_endpoint),
+        ctx.settings.prometheus_source,
     )
     problem = precheck(ctx, namespace, spec)
     if problem:
@@ -262,6 +279,7 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
     ctx.adopt(kids.desired, body)
     uid = str(body["metadata"].get("uid", ""))
     deployment: Manifest | None = None
+    applying: Manifest | None = None  # for the error message
     try:
         # Server-side apply with force takes over whatever sits at a name, so read every
         # child first and apply only over objects this TTSService controls (or none there).
@@ -278,15 +296,17 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
             # Retried: the conflict clears without a spec change once the other object goes.
             raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds)
         for manifest in kids.desired:
+            applying = manifest
             is_deployment = manifest["kind"] == DEPLOYMENT.kind
             if is_deployment and spec.autoscaling.enabled:
                 hand_over_replicas(ctx, manifest, live[_key(manifest)])
             applied = ctx.kube.apply(manifest)
             if is_deployment:
                 deployment = applied
+        applying = None
         prune(ctx, namespace, uid, kids.unwanted)
     except ApiException as err:
-        problem = _api_problem(err)
+        problem = _api_problem(err, applying)
         _report_observed(ctx, body, spec, Observed(None, [], problem))
         # 400/422: the spec produced something the cluster refuses; retrying cannot help.
         # Anything else (403 before RBAC lands, 5xx, throttling) may pass later.

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from tts_runtime.fetch import DEFAULT_HF_ENDPOINT
 
+from tts_operator.builders.scaledobject import PrometheusSource
 from tts_operator.policy import Policy
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/tts-operator/tts-runtime:0.1.0"
@@ -51,10 +53,30 @@ class OperatorSettings(BaseSettings):
     pauses on equal priorities too, so the default is random per process."""
     retry_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
     """Delay before retrying a TTSService that is not ready to reconcile (e.g. PVC missing)."""
+    hf_endpoint: str = Field(
+        default=DEFAULT_HF_ENDPOINT, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+    )
+    """The Hugging Face hub hf:// model URIs download from (its resolve URL layout): the
+    hub itself, or a mirror of it. Judged by the policy like any model URL (an http:// or
+    internal one needs policy.allowHttpModelUris / allowPrivateModelHosts)."""
+    keda_prometheus_address: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090", pattern=r"^https?://[^\s]+$"
+    )
+    """Prometheus URL that KEDA queries for TTSServices with autoscaling.provider keda. An
+    operator setting, not a spec field: a TTSService author cannot point KEDA elsewhere."""
+    keda_rate_window: str = Field(default="1m", pattern=r"^[1-9][0-9]{0,4}[smh]$")
+    """PromQL rate window of the queue-latency query (keep it >= 4 scrape intervals)."""
+    keda_polling_interval: int = Field(default=15, ge=1, le=3600)
+    """Seconds between KEDA's queries (ScaledObject pollingInterval)."""
     policy: Policy = Field(default_factory=Policy)
     """What a TTSService may ask for (images, host paths, env, Service type, scheduling): one
     JSON object with the chart's `policy` keys, e.g. TTS_OPERATOR_POLICY='{"allowedImagePrefixes":
     ["registry.example/tts/"]}'; keys left out keep their safe defaults (see policy.py)."""
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
     @field_validator("namespaces")
     @classmethod
@@ -68,6 +90,12 @@ class OperatorSettings(BaseSettings):
     @property
     def clusterwide(self) -> bool:
         return not self.namespace_list
+
+    @property
+    def prometheus_source(self) -> PrometheusSource:
+        return PrometheusSource(
+            self.keda_prometheus_address, self.keda_rate_window, self.keda_polling_interval
+        )
 
     @property
     def liveness_endpoint(self) -> str | None:

@@ -23,7 +23,6 @@ PROMETHEUS_OPERATOR = [
     "--api-versions",
     "monitoring.coreos.com/v1/ServiceMonitor",
 ]
-KEDA = ["--api-versions", "keda.sh/v1alpha1/ScaledObject"]
 
 
 def _container(rendered_deployment: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +225,7 @@ def test_policy_values_reach_the_operator(helm: Helm, monkeypatch: pytest.Monkey
         "allowedPriorityClasses": ["tts-high"],
         "allowedRuntimeClasses": ["nvidia"],
         "allowTolerationWildcards": True,
+        "allowedSecretNames": ["tts-*"],
         "allowHttpModelUris": True,
         "allowPrivateModelHosts": True,
         "requireModelSha256": True,
@@ -241,6 +241,14 @@ def test_policy_values_reach_the_operator(helm: Helm, monkeypatch: pytest.Monkey
     r = helm.template("--set", "policy.maxModelDownloadBytes=4Gi")
     policy = _operator_settings(_env(r.one("Deployment")), monkeypatch).policy
     assert policy.max_model_download_bytes == 4 << 30
+
+
+def test_the_hf_endpoint_reaches_the_operator(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _operator_settings(_env(helm.template().one("Deployment")), monkeypatch)
+    assert settings.hf_endpoint == "https://huggingface.co"
+    mirror = helm.template("--set", "operator.hfEndpoint=https://hf-mirror.example/hub")
+    settings = _operator_settings(_env(mirror.one("Deployment")), monkeypatch)
+    assert settings.hf_endpoint == "https://hf-mirror.example/hub"
 
 
 def test_each_replica_draws_its_own_peering_priority(helm: Helm) -> None:
@@ -378,37 +386,48 @@ def test_adapter_metric_name_default_matches_the_crd_default(helm: Helm) -> None
     assert _adapter_rule(helm)["name"]["as"] == DEFAULT_METRIC_NAME
 
 
-def test_keda_mode_scales_the_ttsservice_through_its_scale_subresource(helm: Helm) -> None:
-    keda = [
-        "--set", "keda.enabled=true",
-        "--set", "keda.scaledObjects[0].name=my-voice",
-        "--set", "keda.scaledObjects[0].namespace=voices",
-        "--set", "keda.scaledObjects[0].minReplicas=1",
-        "--set", "keda.scaledObjects[0].maxReplicas=6",
-        "--set", "keda.scaledObjects[0].targetQueueLatencyMs=200",
-    ]  # fmt: skip
-    so = helm.template(*KEDA, *keda).one("ScaledObject")
-    assert so["metadata"] == so["metadata"] | {"name": "my-voice", "namespace": "voices"}
-    assert so["spec"]["scaleTargetRef"] == {
-        "apiVersion": "ttsoperator.io/v1alpha1",
-        "kind": "TTSService",
-        "name": "my-voice",
-    }
-    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (1, 6)
-    (trigger,) = so["spec"]["triggers"]
-    assert trigger["type"] == "prometheus"
-    assert trigger["metricType"] == "Value"
-    assert trigger["metadata"]["threshold"] == "0.2"
-    query = trigger["metadata"]["query"]
-    assert 'namespace="voices",tts_service="my-voice"' in query
-    assert (
-        "rate(tts_queue_wait_seconds_sum" in query and "rate(tts_queue_wait_seconds_count" in query
-    )
+# values.yaml key -> the operator setting it feeds (TTS_OPERATOR_KEDA_*).
+KEDA_SETTINGS = {
+    "prometheusServerAddress": "keda_prometheus_address",
+    "rateWindow": "keda_rate_window",
+    "pollingInterval": "keda_polling_interval",
+}
 
-    error = helm.template_error(*keda)
-    assert "install KEDA first" in error
-    error = helm.template_error(*KEDA, *keda, "--set", "keda.scaledObjects[0].minReplicas=9")
-    assert "minReplicas 9 > maxReplicas 6" in error
+
+def test_keda_values_reach_the_operator_and_the_schema_refuses_what_it_would(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator builds the ScaledObjects (spec.autoscaling.provider keda); the chart only
+    tells it where Prometheus is. A value the operator would refuse at start (a pod that
+    crash-loops) fails `helm install` instead."""
+    from pydantic import ValidationError
+    from tts_operator.builders.scaledobject import PrometheusSource
+    from tts_operator.settings import OperatorSettings
+
+    settings = _operator_settings(_env(helm.template().one("Deployment")), monkeypatch)
+    assert settings.prometheus_source == PrometheusSource()  # the same defaults
+    given = {
+        "prometheusServerAddress": "https://prometheus.example:9443/prom",
+        "rateWindow": "2m",
+        "pollingInterval": 30,
+    }
+    r = helm.template("--set-json", f"keda={json.dumps(given)}")
+    settings = _operator_settings(_env(r.one("Deployment")), monkeypatch)
+    assert {key: getattr(settings, field) for key, field in KEDA_SETTINGS.items()} == given
+
+    for key, bad in [
+        ("prometheusServerAddress", "prometheus-operated:9090"),
+        ("rateWindow", "1 minute"),
+        ("rateWindow", "0m"),
+        ("rateWindow", "500ms"),
+        ("pollingInterval", "0"),
+        ("pollingInterval", "3601"),
+    ]:
+        error = helm.template_error("--set", f"keda.{key}={bad}")
+        assert "values don't meet the specifications of the schema" in error, error
+        assert key in error, error
+        with pytest.raises(ValidationError):
+            OperatorSettings.model_validate({KEDA_SETTINGS[key]: bad})
 
 
 def test_grafana_dashboard_is_valid_json_on_real_runtime_metrics(helm: Helm) -> None:

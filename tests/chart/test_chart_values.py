@@ -108,6 +108,8 @@ def test_every_value_is_in_the_schema() -> None:
         (["--set-json", 'replicaCount="two"'], "replicaCount"),
         (["--set", "operator.logFormat=xml"], "logFormat"),
         (["--set", "prometheusAdapter.rateWindow=1 minute"], "rateWindow"),
+        # The chart no longer renders ScaledObjects (the operator does): old values fail loudly.
+        (["--set", "keda.enabled=true"], "enabled"),
         (["--set", "policy.allowTolerationWildcard=true"], "allowTolerationWildcard"),
         (["--set-json", 'policy.allowedServiceTypes=["ExternalName"]'], "allowedServiceTypes"),
         (["--set-json", 'policy.allowedHostPaths=["srv/voices"]'], "allowedHostPaths"),
@@ -119,6 +121,8 @@ def test_every_value_is_in_the_schema() -> None:
         (["--set", "policy.maxModelDownloadBytes=1000"], "maxModelDownloadBytes"),
         (["--set", "policy.modelDownloadDeadlineSeconds=0"], "modelDownloadDeadlineSeconds"),
         (["--set-json", 'policy.requireModelSha256="yes"'], "requireModelSha256"),
+        (["--set-json", 'policy.allowedSecretNames=[""]'], "allowedSecretNames"),
+        (["--set", "operator.hfEndpoint=huggingface.co"], "hfEndpoint"),
         (["--set", "scope=Namespaced"], "scope"),
         (["--set", "networkPolicy.runtime.enable=true"], "enable"),
         # A peer key the API server would drop, leaving a selector that selects everything.

@@ -21,6 +21,8 @@ class FakeKube:
         self.changes = 0
         self.status_patches: list[dict[str, Any]] = []
         self.fail_next_apply: ApiException | None = None
+        self.unserved_kinds: set[str] = set()
+        """Kinds whose API the cluster does not serve (a CRD not installed): apply is a 404."""
         self.applied: list[Key] = []
         self.deleted: list[Key] = []
 
@@ -35,6 +37,8 @@ class FakeKube:
         if self.fail_next_apply is not None:
             err, self.fail_next_apply = self.fail_next_apply, None
             raise err
+        if manifest["kind"] in self.unserved_kinds:
+            raise ApiException(status=404, reason="Not Found")
         manager = field_manager or "tts-operator"
         meta = manifest["metadata"]
         key = (manifest["kind"], meta["namespace"], meta["name"])

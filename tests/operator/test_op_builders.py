@@ -14,7 +14,7 @@ def test_minimal_spec_builds_all_children_with_standard_labels(
     kids = build_children("en", "ns", minimal_spec, IMAGE)
     kinds = sorted(m["kind"] for m in kids.desired)
     assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
-    assert [r.kind for r in kids.unwanted] == ["HorizontalPodAutoscaler"]
+    assert [r.kind for r in kids.unwanted] == ["HorizontalPodAutoscaler", "ScaledObject"]
     for m in kids.desired:
         assert m["metadata"]["namespace"] == "ns"
         assert m["metadata"]["labels"] == labels("en")

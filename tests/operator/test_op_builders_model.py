@@ -228,3 +228,80 @@ def test_the_policy_defaults_refuse_an_in_cluster_http_server_in_the_pod_too(
     assert done.returncode != 0
     assert "plain http:// is not allowed" in condition_message(done)
     assert not (tmp_path / "models" / "model.onnx").exists()
+
+
+# ---- hf:// URIs: the same init container, pointed at the hub's resolve layout ----
+
+HF_URI = "hf://rhasspy/piper-voices@v1.0.0/en/en.onnx"
+
+
+def test_an_hf_uri_downloads_from_the_operators_endpoint() -> None:
+    d = model_delivery(HF_URI, IMAGE, DownloadRules(hf_endpoint="https://hub.example/mirror"))
+    [init] = d.init_containers
+    assert init["args"] == [
+        HF_URI, "/models", "--max-bytes", str(2 << 30), "--deadline-seconds", "900",
+        "--hf-endpoint", "https://hub.example/mirror",
+    ]  # fmt: skip
+    assert init["volumeMounts"] == [{"name": "model", "mountPath": "/models"}]
+    assert d.extra_volumes == []  # no token: no Secret
+    assert d.model_path == "/models" and "emptyDir" in d.volume
+
+
+def test_an_hf_token_is_mounted_into_the_fetch_only() -> None:
+    spec = spec_of(model={"uri": HF_URI, "tokenSecretRef": {"name": "hf", "key": "hf_token"}})
+    p = pod(spec)
+    [init] = p["initContainers"]
+    path = "/var/run/secrets/ttsoperator.io/hf-token/token"
+    assert init["args"][-2:] == ["--token-file", path]
+    assert {"name": "hf-token", "mountPath": "/var/run/secrets/ttsoperator.io/hf-token",
+            "readOnly": True} in init["volumeMounts"]  # fmt: skip
+    volume = next(v for v in p["volumes"] if v["name"] == "hf-token")
+    assert volume["secret"] == {
+        "secretName": "hf",
+        "items": [{"key": "hf_token", "path": "token"}],
+        "defaultMode": 0o440,
+    }
+    # The runtime never sees the token.
+    runtime = p["containers"][0]
+    assert all(m["name"] != "hf-token" for m in runtime["volumeMounts"])
+    assert "hf" not in str(runtime.get("env"))
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "allow_http", "flag"),
+    [
+        ("http://hub.svc", True, True),  # the endpoint's scheme decides, not hf://
+        ("http://hub.svc", False, False),
+        ("https://huggingface.co", True, False),
+    ],
+)
+def test_allow_http_reaches_an_hf_fetch_only_for_an_http_endpoint(
+    endpoint: str, allow_http: bool, flag: bool
+) -> None:
+    rules = DownloadRules(allow_http=allow_http, hf_endpoint=endpoint)
+    d = model_delivery(HF_URI, IMAGE, rules)
+    assert ("--allow-http" in d.init_containers[0]["args"]) is flag
+
+
+def test_the_init_container_downloads_an_hf_uri_from_the_endpoint(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container as built, its endpoint the local server serving the resolve layout."""
+    resolve = "/rhasspy/piper-voices/resolve/v1.0.0/en/en.onnx"
+    monkeypatch.setitem(FILES, resolve, FILES["/v/en.onnx"])
+    monkeypatch.setitem(FILES, resolve + ".json", FILES["/v/en.onnx.json"])
+    dest = tmp_path / "models"
+    rules = DownloadRules(
+        max_bytes=1 << 20, deadline_seconds=30, allow_http=True, allow_private_hosts=True,
+        hf_endpoint=server,
+    )  # fmt: skip
+    done = run_init_container(HF_URI, dest, rules, sha256=MODEL_SHA)
+    assert done.returncode == 0, done.stderr
+    assert (dest / "model.onnx").read_bytes() == FILES["/v/en.onnx"]
+    assert (dest / "model.onnx.json").read_bytes() == FILES["/v/en.onnx.json"]
+    missing = run_init_container("hf://rhasspy/piper-voices/en/en.onnx", dest, rules)
+    assert condition_message(missing) == (
+        "1 pod(s) failed to download the model: HTTP 404 Not Found for "
+        f"{server}/rhasspy/piper-voices/resolve/main/en/en.onnx "
+        "(see the model-fetch init container's logs)"
+    )

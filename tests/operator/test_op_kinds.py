@@ -13,8 +13,12 @@ from tts_operator.settings import OperatorSettings
 
 def test_the_children_are_exactly_what_the_builders_make() -> None:
     everything = children(spec_of(autoscaling={"enabled": True}))
+    keda = children(spec_of(autoscaling={"enabled": True, "provider": "keda"}))
     nothing_optional = children(spec_of(disruption={"enabled": False}))
-    made = {(m["apiVersion"], m["kind"]) for m in everything.desired + nothing_optional.desired}
+    made = {
+        (m["apiVersion"], m["kind"])
+        for m in everything.desired + keda.desired + nothing_optional.desired
+    }
     assert made == {(k.api_version, k.kind) for k in CHILDREN}
 
 
@@ -24,7 +28,11 @@ def test_children_are_applied_and_watched_and_pruned_ones_deleted() -> None:
     pruned = (
         children(spec_of()).unwanted + children(spec_of(disruption={"enabled": False})).unwanted
     )
-    assert {r.kind for r in pruned} == {"HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    assert {r.kind for r in pruned} == {
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+        "PodDisruptionBudget",
+    }
     for ref in pruned:
         assert "delete" in BY_KIND[ref.kind].verbs
         assert ref.type.api_version == ref.api_version

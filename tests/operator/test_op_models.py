@@ -122,7 +122,7 @@ def test_model_digests_are_64_hex_digits(field: str) -> None:
 @pytest.mark.parametrize("field", ["sha256", "configSha256"])
 def test_model_digests_apply_to_downloads_only(uri: str, field: str) -> None:
     """Nothing verifies a mounted model: a digest there would promise what is not checked."""
-    with pytest.raises(ValidationError, match="apply to http\\(s\\) URIs only"):
+    with pytest.raises(ValidationError, match=r"apply to downloaded \(http\(s\)://, hf://\)"):
         TTSServiceSpec.model_validate({"model": {"uri": uri, field: SHA}})
     assert TTSServiceSpec.model_validate({"model": {"uri": uri}}).model.sha256 is None
 
@@ -134,6 +134,104 @@ def test_model_digest_rules_reach_the_crd() -> None:
     model = schema["properties"]["spec"]["properties"]["model"]
     assert model["properties"]["sha256"]["pattern"] == "^[0-9a-fA-F]{64}$"
     assert model["properties"]["configSha256"]["pattern"] == "^[0-9a-fA-F]{64}$"
-    [rule] = model["x-kubernetes-validations"]
+    rule, token = model["x-kubernetes-validations"]
     assert "self.uri.startsWith('https://')" in rule["rule"]
+    assert "self.uri.startsWith('hf://')" in rule["rule"]
     assert "has(self.sha256)" in rule["rule"] and "has(self.configSha256)" in rule["rule"]
+    assert token["rule"] == "!has(self.tokenSecretRef) || self.uri.startsWith('hf://')"
+
+
+# ---------------------------------------------------------------- hf:// URIs, Secret references
+
+REF = {"name": "voices-hf", "key": "token"}
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "hf://rhasspy/piper-voices/en/en_US/joe/medium/en_US-joe-medium.onnx",
+        "hf://rhasspy/piper-voices@v1.0.0/en/voice.onnx",
+        "hf://Org_1/repo.name-2@0123456789abcdef0123456789abcdef01234567/v.onnx",
+    ],
+)
+def test_hf_uris_are_accepted_with_digests_and_a_token(uri: str) -> None:
+    model = {"uri": uri, "sha256": SHA, "configSha256": SHA, "tokenSecretRef": REF}
+    spec = TTSServiceSpec.model_validate({"model": model})
+    assert spec.model.token_secret_ref is not None
+    assert (spec.model.token_secret_ref.name, spec.model.token_secret_ref.key) == (
+        "voices-hf",
+        "token",
+    )
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "hf://rhasspy/piper-voices",  # no file
+        "hf://rhasspy/piper-voices/",
+        "hf://rhasspy/piper-voices/../../api/whoami",
+        "hf://rhasspy/piper-voices/en/./v.onnx",
+        "hf://rhasspy/piper-voices/en//v.onnx",
+        "hf://rhasspy/piper-voices@/v.onnx",
+        "hf://rhasspy/piper-voices@../v.onnx",
+        "hf://rhasspy/piper-voices/v.onnx?download=true",
+        "hf://rhasspy/piper-voices/v.onnx#x",
+        "hf:///piper-voices/v.onnx",
+    ],
+)
+def test_malformed_hf_uris_are_refused(uri: str) -> None:
+    with pytest.raises(ValidationError, match="uri"):
+        TTSServiceSpec.model_validate({"model": {"uri": uri}})
+
+
+def test_the_crd_and_the_fetch_agree_on_hf_uris() -> None:
+    """The CRD's pattern (the API server) and the fetch's parser (the pod) are one
+    expression: every URI one accepts, the other parses."""
+    import re
+
+    from tts_operator.models import MODEL_URI_PATTERN
+    from tts_runtime.fetch import HfUri
+
+    for uri in ("hf://o/r/v.onnx", "hf://o/r@main/a/...b/.c/v.onnx", "hf://o/r/..x"):
+        assert re.fullmatch(MODEL_URI_PATTERN, uri)
+        HfUri.parse(uri)
+    for uri in ("hf://o/r/./v.onnx", "hf://o/r/a/.."):
+        assert not re.fullmatch(MODEL_URI_PATTERN, uri)
+        with pytest.raises(ValueError):
+            HfUri.parse(uri)
+
+
+@pytest.mark.parametrize(
+    "uri", ["pvc://voices/en", "https://models.example.com/v.onnx", "file:///srv/voices"]
+)
+def test_a_token_applies_to_hf_uris_only(uri: str) -> None:
+    with pytest.raises(ValidationError, match="tokenSecretRef applies to hf:// URIs only"):
+        TTSServiceSpec.model_validate({"model": {"uri": uri, "tokenSecretRef": REF}})
+
+
+def test_api_keys_come_from_a_secret_reference() -> None:
+    spec = TTSServiceSpec.model_validate(
+        {"model": URI, "auth": {"apiKeysSecretRef": {"name": "tts-keys", "key": "keys.txt"}}}
+    )
+    ref = spec.auth.api_keys_secret_ref
+    assert ref is not None and (ref.name, ref.key) == ("tts-keys", "keys.txt")
+    assert TTSServiceSpec.model_validate({"model": URI}).auth.api_keys_secret_ref is None
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ({"name": "Keys", "key": "k"}, "name"),  # not a DNS-1123 name
+        ({"name": "keys-", "key": "k"}, "name"),
+        ({"name": "", "key": "k"}, "name"),
+        ({"name": "keys", "key": ""}, "key"),
+        ({"name": "keys", "key": ".."}, "key"),  # a file name the kubelet refuses
+        ({"name": "keys", "key": "..data"}, "key"),
+        ({"name": "keys", "key": "a/b"}, "key"),
+        ({"name": "keys"}, "key"),
+        ({"name": "keys", "key": "k", "namespace": "other"}, "namespace"),  # own namespace only
+    ],
+)
+def test_a_secret_reference_is_a_name_and_a_key(ref: dict[str, str], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        TTSServiceSpec.model_validate({"model": URI, "auth": {"apiKeysSecretRef": ref}})

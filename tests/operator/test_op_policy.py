@@ -504,3 +504,121 @@ def test_every_violation_is_in_one_message_naming_field_and_chart_value() -> Non
     for v in found:
         assert v.field in message and v.allowed_by in message
     assert len(refusal_message(found * 100)) <= 4000
+
+
+# ---------------------------------------------------------------- Secret references
+
+KEYS_REF = {"apiKeysSecretRef": {"name": "tts-api-keys", "key": "keys"}}
+HF_MODEL = {"uri": "hf://rhasspy/piper-voices/en/v.onnx"}
+TOKEN_REF = {"tokenSecretRef": {"name": "hf-token", "key": "token"}}
+
+
+def test_secret_references_are_refused_by_default_each_by_its_field() -> None:
+    s = spec(model={**HF_MODEL, **TOKEN_REF}, auth=KEYS_REF)
+    found = violations(s)
+    assert [(v.field, v.allowed_by) for v in found] == [
+        ("spec.model.tokenSecretRef", "policy.allowedSecretNames"),
+        ("spec.auth.apiKeysSecretRef", "policy.allowedSecretNames"),
+    ]
+    assert found[1].problem == (
+        "Secret tts-api-keys is not an allowed Secret (none): the pods would read it for "
+        "the spec's author"
+    )
+    assert Policy().allowed_secret_names == []
+
+
+def test_allowed_secret_names_are_glob_patterns() -> None:
+    s = spec(model={**HF_MODEL, **TOKEN_REF}, auth=KEYS_REF)
+    assert violations(s, Policy(allowed_secret_names=["tts-*", "hf-token"])) == []
+    v = only(violations(s, Policy(allowed_secret_names=["tts-*"])))
+    assert v.field == "spec.model.tokenSecretRef"
+    assert "(tts-*)" in v.problem
+    assert violations(spec(auth=KEYS_REF), Policy(allowed_secret_names=["*"])) == []
+
+
+def test_every_secret_reference_of_a_spec_is_found_wherever_it_sits() -> None:
+    """One walk over the spec's models: a Secret reference added to any part of the spec
+    later is judged by the same rule without a line of policy code."""
+    from pydantic import BaseModel
+    from tts_operator.models import SecretKeyRef
+    from tts_operator.policy import secret_refs
+
+    class Inner(BaseModel):
+        refs: list[SecretKeyRef]
+
+    class Outer(BaseModel):
+        direct: SecretKeyRef
+        nested: Inner
+        nothing: SecretKeyRef | None = None
+
+    a, b = SecretKeyRef(name="a", key="k"), SecretKeyRef(name="b", key="k")
+    found = list(secret_refs(Outer(direct=a, nested=Inner(refs=[a, b])), "x"))
+    assert found == [("x.direct", a), ("x.nested.refs[0]", a), ("x.nested.refs[1]", b)]
+    assert list(secret_refs(spec())) == []
+
+
+def test_allowed_secret_names_come_from_the_chart_key() -> None:
+    policy = Policy.model_validate({"allowedSecretNames": ["tts-*"]})
+    assert policy.allowed_secret_names == ["tts-*"]
+    assert chart_value("allowed_secret_names") == "policy.allowedSecretNames"
+    with pytest.raises(ValidationError, match="entries must not be empty"):
+        Policy.model_validate({"allowedSecretNames": [" "]})
+
+
+# ---------------------------------------------------------------- hf:// URIs
+
+
+def hf_violations(policy: Policy, endpoint: str, **model: Any) -> list[Violation]:
+    return check(spec(model={**HF_MODEL, **model}), policy, DEFAULT_RUNTIME_IMAGE, endpoint)
+
+
+def test_an_hf_uri_on_the_default_hub_passes_the_default_policy() -> None:
+    assert hf_violations(Policy(), "https://huggingface.co") == []
+    assert violations(spec(model=HF_MODEL)) == []  # the default endpoint
+
+
+def test_an_hf_uri_is_judged_as_the_url_it_downloads_from() -> None:
+    """The hub's host is the operator's setting, not the author's: an http:// or internal
+    mirror needs the policy to allow it all the same, and the message says where."""
+    http = only(hf_violations(Policy(), "http://hub.example"))
+    assert http.field == "spec.model.uri" and http.allowed_by == "policy.allowHttpModelUris"
+    assert "hf:// URIs download from http://hub.example, TTS_OPERATOR_HF_ENDPOINT" in http.problem
+    assert hf_violations(Policy(allow_http_model_uris=True), "http://hub.example") == []
+    private = only(hf_violations(Policy(), "https://10.0.0.5:8443/hf"))
+    assert private.allowed_by == "policy.allowPrivateModelHosts"
+    assert "the model host 10.0.0.5 is a private address (hf://" in private.problem
+    assert hf_violations(Policy(allow_private_model_hosts=True), "https://10.0.0.5:8443") == []
+
+
+def test_a_required_sha256_is_asked_of_hf_uris_too() -> None:
+    required = Policy(require_model_sha256=True)
+    v = only(hf_violations(required, "https://huggingface.co"))
+    assert v.field == "spec.model.sha256"
+    assert hf_violations(required, "https://huggingface.co", sha256=SHA) == []
+
+
+def test_the_reconcile_hands_the_endpoint_and_the_token_to_the_fetch() -> None:
+    """From TTS_OPERATOR_HF_ENDPOINT and the allowed Secret to the init container."""
+    from fake_kube import FakeKube
+    from op_helpers import tts_body
+    from tts_operator.reconcile import Context, reconcile
+
+    kube = FakeKube()
+    body = tts_body({"model": {**HF_MODEL, **TOKEN_REF}, "auth": KEYS_REF})
+    kube.add(body)
+    settings = OperatorSettings(
+        runtime_image="rt:1",
+        hf_endpoint="https://hub.example/",
+        policy=Policy(allowed_secret_names=["tts-api-keys", "hf-token"]),
+    )
+    reconcile(Context(kube=kube, settings=settings, events=lambda *a: None), body)
+    deployment = kube.find("Deployment", "speech", "voice")
+    assert deployment is not None
+    [init] = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][6:] == [
+        "--hf-endpoint", "https://hub.example",
+        "--token-file", "/var/run/secrets/ttsoperator.io/hf-token/token",
+    ]  # fmt: skip
+    configmap = kube.find("ConfigMap", "speech", "voice-runtime")
+    assert configmap is not None
+    assert configmap["data"]["TTS_API_KEYS_FILE"] == "/var/run/secrets/ttsoperator.io/api-keys/keys"

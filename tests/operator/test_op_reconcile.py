@@ -172,6 +172,35 @@ def test_refused_apply_degrades(
     assert events.posted[0][1] == "ApplyFailed"
 
 
+KEDA_SPEC: dict[str, Any] = {
+    "model": SPEC["model"],
+    "autoscaling": {"enabled": True, "provider": "keda"},
+}
+
+
+def test_keda_provider_without_keda_says_so(ctx: Context, kube: FakeKube, events: Events) -> None:
+    stored_tts(kube, KEDA_SPEC)
+    kube.unserved_kinds.add("ScaledObject")
+    with pytest.raises(kopf.TemporaryError, match="install KEDA"):
+        run(ctx, kube)
+    assert events.posted[0][1] == "KedaNotInstalled"
+    assert kube.find("Deployment", NS, "voice") is not None  # the rest was applied
+
+
+def test_switching_provider_swaps_the_autoscaler(ctx: Context, kube: FakeKube) -> None:
+    stored_tts(kube, AUTOSCALED)
+    run(ctx, kube)
+    assert kube.find("HorizontalPodAutoscaler", NS, "voice") is not None
+    stored_tts(kube, KEDA_SPEC)
+    run(ctx, kube)
+    assert kube.find("HorizontalPodAutoscaler", NS, "voice") is None
+    so = kube.find("ScaledObject", NS, "voice")
+    assert so is not None and so["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    stored_tts(kube, SPEC)
+    run(ctx, kube)
+    assert kube.find("ScaledObject", NS, "voice") is None
+
+
 def test_status_follows_pods_without_applying(ctx: Context, kube: FakeKube) -> None:
     stored_tts(kube, SPEC)
     run(ctx, kube)

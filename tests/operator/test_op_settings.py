@@ -48,3 +48,13 @@ def test_metrics_host_defaults_to_every_interface(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TTS_OPERATOR_METRICS_HOST", "")
     with pytest.raises(ValidationError):
         OperatorSettings()
+
+
+def test_hf_uris_download_from_the_hub_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert OperatorSettings().hf_endpoint == "https://huggingface.co"
+    monkeypatch.setenv("TTS_OPERATOR_HF_ENDPOINT", "https://hf-mirror.example/hub/")
+    assert OperatorSettings().hf_endpoint == "https://hf-mirror.example/hub"
+    for bad in ("huggingface.co", "ftp://hub.example", "https://hub.example/?x=1", "https://"):
+        monkeypatch.setenv("TTS_OPERATOR_HF_ENDPOINT", bad)
+        with pytest.raises(ValidationError, match="hf_endpoint"):
+            OperatorSettings()

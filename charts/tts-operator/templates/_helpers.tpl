@@ -70,10 +70,10 @@ app.kubernetes.io/managed-by: tts-operator
 {{/*
 Queue latency in seconds: the mean queue wait over the rate window. A rate of the histogram's
 _sum over a rate of its _count falls to 0 when load stops (clamp_min keeps an idle pod at 0
-instead of NaN). Arguments: dict "matchers" (label matchers) "window" "by" (grouping labels;
-empty aggregates everything into one series).
+instead of NaN). Arguments: dict "matchers" (label matchers) "window" "by" (grouping labels).
+The operator's KEDA ScaledObjects run the same query per TTSService
+(operator/tts_operator/builders/scaledobject.py).
 */}}
 {{- define "tts-operator.queueLatencyQuery" -}}
-{{- $agg := ternary (printf "sum by (%s)" .by) "sum" (ne .by "") -}}
-{{ $agg }} (rate(tts_queue_wait_seconds_sum{ {{- .matchers -}} }[{{ .window }}])) / clamp_min({{ $agg }} (rate(tts_queue_wait_seconds_count{ {{- .matchers -}} }[{{ .window }}])), 1e-9)
+sum by ({{ .by }}) (rate(tts_queue_wait_seconds_sum{ {{- .matchers -}} }[{{ .window }}])) / clamp_min(sum by ({{ .by }}) (rate(tts_queue_wait_seconds_count{ {{- .matchers -}} }[{{ .window }}])), 1e-9)
 {{- end }}

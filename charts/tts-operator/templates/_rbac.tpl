@@ -26,6 +26,11 @@ Nothing here reads Secrets, Nodes or anything else the operator does not use.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# ... and so is a TTSService's KEDA ScaledObject (autoscaling.provider keda) when autoscaling
+# goes off or back to hpa.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Status: Pending pods with an Unschedulable reason become Degraded/InsufficientGPU.
 - apiGroups: [""]
   resources: ["pods"]

@@ -10,8 +10,9 @@ from tts_operator.builders.deployment import build_deployment
 from tts_operator.builders.hpa import build_hpa
 from tts_operator.builders.model import DownloadRules, model_delivery
 from tts_operator.builders.pdb import build_pdb
+from tts_operator.builders.scaledobject import PrometheusSource, build_scaledobject
 from tts_operator.builders.service import build_service
-from tts_operator.kinds import HPA, PDB, Kind, Manifest
+from tts_operator.kinds import HPA, PDB, SCALEDOBJECT, Kind, Manifest
 from tts_operator.models import TTSServiceSpec
 
 
@@ -45,12 +46,15 @@ def build_children(
     spec: TTSServiceSpec,
     default_image: str,
     download: DownloadRules | None = None,
+    prometheus: PrometheusSource | None = None,
 ) -> Children:
     """`download`: what the policy lets an http(s) model download do (policy.download_rules;
-    None: the policy's defaults)."""
+    None: the policy's defaults). `prometheus`: where a KEDA ScaledObject reads queue latency
+    (operator settings; None: the defaults)."""
     image = spec.runtime.image or default_image
+    model = spec.model
     delivery = model_delivery(
-        spec.model.uri, image, download, spec.model.sha256, spec.model.config_sha256
+        model.uri, image, download, model.sha256, model.config_sha256, model.token_secret_ref
     )
     configmap = build_configmap(name, namespace, spec, delivery)
     desired = [
@@ -59,10 +63,16 @@ def build_children(
         build_service(name, namespace, spec),
     ]
     unwanted = []
-    if spec.autoscaling.enabled:
+    # At most one autoscaler: the provider's; the other (left from a provider switch) goes.
+    auto = spec.autoscaling
+    if auto.enabled and auto.provider == "hpa":
         desired.append(build_hpa(name, namespace, spec))
     else:
         unwanted.append(ChildRef(HPA, name))
+    if auto.enabled and auto.provider == "keda":
+        desired.append(build_scaledobject(name, namespace, spec, prometheus or PrometheusSource()))
+    else:
+        unwanted.append(ChildRef(SCALEDOBJECT, name))
     if spec.disruption.enabled:
         desired.append(build_pdb(name, namespace, spec))
     else:

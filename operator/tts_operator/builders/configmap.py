@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from tts_operator.builders.cache import cache_env
 from tts_operator.builders.common import configmap_name, metadata
 from tts_operator.builders.model import ModelDelivery
+from tts_operator.builders.secrets import api_keys_file
 from tts_operator.kinds import CONFIGMAP, Manifest
 from tts_operator.models import RUNTIME_PORT, TTSServiceSpec
 
@@ -30,6 +32,10 @@ def runtime_env(spec: TTSServiceSpec, delivery: ModelDelivery) -> dict[str, str]
     }
     if spec.model.voices:
         env["TTS_VOICES"] = json.dumps(spec.model.voices, sort_keys=True)
+    keys = api_keys_file(spec)
+    if keys:
+        env["TTS_API_KEYS_FILE"] = keys.path
+    env.update(cache_env(spec))
     return env
 
 

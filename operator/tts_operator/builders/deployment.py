@@ -16,6 +16,7 @@ from tts_operator.builders.common import (
     selector_labels,
 )
 from tts_operator.builders.model import VOLUME, ModelDelivery
+from tts_operator.builders.secrets import runtime_secret_files
 from tts_operator.kinds import DEPLOYMENT, Manifest
 from tts_operator.models import RUNTIME_PORT, TTSServiceSpec
 
@@ -130,6 +131,7 @@ def container_env(spec: TTSServiceSpec) -> list[Manifest]:
 
 
 def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDelivery) -> Manifest:
+    secrets = runtime_secret_files(spec)
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -143,6 +145,7 @@ def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDeliver
         "volumeMounts": [
             {"name": VOLUME, "mountPath": MODEL_MOUNT, "readOnly": delivery.read_only},
             {"name": "tmp", "mountPath": "/tmp"},
+            *(secret.mount for secret in secrets),
         ],
     }
     if spec.runtime.image_pull_policy:
@@ -155,7 +158,12 @@ def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDeliver
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "containers": [container],
-        "volumes": [delivery.volume, {"name": "tmp", "emptyDir": {}}],
+        "volumes": [
+            delivery.volume,
+            {"name": "tmp", "emptyDir": {}},
+            *delivery.extra_volumes,
+            *(secret.volume for secret in secrets),
+        ],
     }
     if delivery.init_containers:
         pod["initContainers"] = delivery.init_containers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tts_operator.builders.common import metadata
 from tts_operator.kinds import DEPLOYMENT, HPA, Manifest
-from tts_operator.models import ScalingRules, TTSServiceSpec
+from tts_operator.models import Autoscaling, ScalingRules, TTSServiceSpec
 
 
 def latency_quantity(milliseconds: int) -> str:
@@ -19,6 +19,11 @@ def _rules(rules: ScalingRules) -> Manifest:
     if rules.policies:
         out["policies"] = [p.model_dump(by_alias=True) for p in rules.policies]
     return out
+
+
+def behavior(auto: Autoscaling) -> Manifest:
+    """The HPA `behavior` (also what KEDA passes on to the HPA it makes)."""
+    return {"scaleUp": _rules(auto.scale_up), "scaleDown": _rules(auto.scale_down)}
 
 
 def build_hpa(name: str, namespace: str, spec: TTSServiceSpec) -> Manifest:
@@ -42,6 +47,6 @@ def build_hpa(name: str, namespace: str, spec: TTSServiceSpec) -> Manifest:
                     },
                 }
             ],
-            "behavior": {"scaleUp": _rules(auto.scale_up), "scaleDown": _rules(auto.scale_down)},
+            "behavior": behavior(auto),
         },
     }

@@ -1,4 +1,5 @@
-"""How the model reaches the pod: a PVC mount, an init-container download, or a hostPath."""
+"""How the model reaches the pod: a PVC mount, an init-container download (http(s):// or
+hf://), or a hostPath."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ import posixpath
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tts_runtime.fetch import DEFAULT_HF_ENDPOINT, download_urls, is_hf_uri
+
 from tts_operator.builders.common import CONTAINER_SECURITY_CONTEXT, MODEL_MOUNT
+from tts_operator.builders.secrets import secret_file
 from tts_operator.kinds import Manifest
+from tts_operator.models import SecretKeyRef
 
 VOLUME = "model"
 FETCH_CONTAINER = "model-fetch"
+# The hf:// token (spec.model.tokenSecretRef): mounted into the model-fetch container only.
+HF_TOKEN_VOLUME = "hf-token"
+HF_TOKEN_FILE = "token"
 # The init container runs the runtime package's downloader with the runtime image's python3
 # (its venv is first on the image's PATH): https only unless allowed, size cap, sha256, one
 # overall deadline, safe redirects (runtime/tts_runtime/fetch.py). It writes model.onnx and
@@ -39,6 +47,14 @@ class DownloadRules:
     """A plain http:// URI may be downloaded (the fetch refuses one otherwise)."""
     allow_private_hosts: bool = False
     """The URI's host may be a loopback, private or link-local address."""
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT
+    """Where hf:// URIs are downloaded from (the operator's TTS_OPERATOR_HF_ENDPOINT)."""
+
+
+def download_url(uri: str, rules: DownloadRules) -> str:
+    """The URL a downloaded model comes from: the URI itself, or an hf:// URI's resolve URL
+    under rules.hf_endpoint (what the policy judges and the fetch connects to)."""
+    return download_urls(uri, rules.hf_endpoint)[0]
 
 
 def byte_quantity(n: int) -> str:
@@ -54,8 +70,9 @@ def fetch_args(
     rules: DownloadRules,
     sha256: str | None = None,
     config_sha256: str | None = None,
+    token_file: str | None = None,
 ) -> list[str]:
-    """The downloader's arguments for one model URI."""
+    """The downloader's arguments for one model URI (`token_file`: an hf:// token's path)."""
     args = [
         uri,
         MODEL_MOUNT,
@@ -68,7 +85,11 @@ def fetch_args(
         args += ["--sha256", sha256.lower()]
     if config_sha256:
         args += ["--config-sha256", config_sha256.lower()]
-    if rules.allow_http and urlsplit(uri).scheme == "http":
+    if is_hf_uri(uri):
+        args += ["--hf-endpoint", rules.hf_endpoint]
+        if token_file:
+            args += ["--token-file", token_file]
+    if rules.allow_http and urlsplit(download_url(uri, rules)).scheme == "http":
         args.append("--allow-http")
     if rules.allow_private_hosts:
         args.append("--allow-private-hosts")
@@ -84,6 +105,8 @@ class ModelDelivery:
     volume: Manifest
     read_only: bool
     init_containers: list[Manifest] = field(default_factory=list)
+    extra_volumes: list[Manifest] = field(default_factory=list)
+    """Volumes the init containers need besides the model's (an hf:// token)."""
 
 
 def pvc_claim(uri: str) -> str | None:
@@ -106,9 +129,10 @@ def model_delivery(
     rules: DownloadRules | None = None,
     sha256: str | None = None,
     config_sha256: str | None = None,
+    token: SecretKeyRef | None = None,
 ) -> ModelDelivery:
-    """How the model at `uri` reaches the pod; `rules` and the digests shape an http(s)
-    download (default rules: the policy's defaults)."""
+    """How the model at `uri` reaches the pod; `rules`, the digests and an hf:// `token`
+    shape a download (default rules: the policy's defaults)."""
     parts = urlsplit(uri)
     if parts.scheme == "pvc":
         sub = parts.path.strip("/")
@@ -121,17 +145,21 @@ def model_delivery(
             },
             read_only=True,
         )
-    if parts.scheme in ("http", "https"):
+    if parts.scheme in ("http", "https", "hf"):
         rules = rules or DownloadRules()
+        secret = secret_file(HF_TOKEN_VOLUME, token, HF_TOKEN_FILE) if token else None
         fetch = {
             "name": FETCH_CONTAINER,
             "image": image,
             "command": list(FETCH_COMMAND),
-            "args": fetch_args(uri, rules, sha256, config_sha256),
+            "args": fetch_args(uri, rules, sha256, config_sha256, secret.path if secret else None),
             # On a failure Kubernetes copies the log's tail (the fetch's last line says why)
             # into the container's terminated.message, where pod_problem finds it.
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [{"name": VOLUME, "mountPath": MODEL_MOUNT}],
+            "volumeMounts": [
+                {"name": VOLUME, "mountPath": MODEL_MOUNT},
+                *([secret.mount] if secret else []),
+            ],
             "securityContext": CONTAINER_SECURITY_CONTEXT,
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
         }
@@ -144,6 +172,7 @@ def model_delivery(
             },
             read_only=True,
             init_containers=[fetch],
+            extra_volumes=[secret.volume] if secret else [],
         )
     if parts.scheme == "file":
         host_dir, model_path = file_mount(uri)
