@@ -30,7 +30,14 @@ CRD_DIR = REPO_ROOT / "crds"
 WORK_ROOT = REPO_ROOT / ".cache" / "e2e"
 # The chart's policy for the in-cluster operator: the model-over-http scenario serves the
 # voice from a plain-http Service inside the cluster (a ClusterIP: a private address).
-E2E_POLICY = {"allowHttpModelUris": True, "allowPrivateModelHosts": True}
+# What the in-cluster operator allows beyond the chart's defaults: the model-over-http
+# scenario's in-cluster server, and the Secrets (named tts-*) the auth and cache scenario
+# refers to.
+E2E_POLICY = {
+    "allowHttpModelUris": True,
+    "allowPrivateModelHosts": True,
+    "allowedSecretNames": ["tts-*"],
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
