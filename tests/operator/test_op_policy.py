@@ -76,12 +76,14 @@ def test_the_examples_pass_the_policy_their_comments_name() -> None:
     assert violations(_example("minimal.yaml")) == []
     full = _example("full.yaml")
     assert {v.allowed_by for v in violations(full)} == {
+        "policy.allowedSecretNames",
         "policy.allowedEnvValueFrom",
         "policy.allowedServiceAnnotations",
         "policy.allowedPriorityClasses",
         "policy.allowedRuntimeClasses",
     }
     opened = Policy(
+        allowed_secret_names=["tts-*"],
         allowed_env_value_from=["configMapKeyRef", "fieldRef", "resourceFieldRef", "secretKeyRef"],
         allowed_service_annotations=["example.com/*"],
         allowed_priority_classes=["tts-high"],
