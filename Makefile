@@ -98,8 +98,10 @@ cluster-down:
 e2e: setup host-packages cluster-binaries images
 	$(BIN)/python -m pytest e2e -m e2e
 
+# `make scale-bench SCALE_COUNT=1000`: issue 12's 1,000-TTSService run (docs/benchmarks.md).
+SCALE_COUNT ?= 100
 scale-bench: setup cluster-binaries
-	$(BIN)/python hack/scale_bench.py
+	$(BIN)/python hack/scale_bench.py --count $(SCALE_COUNT)
 
 # The KEDA scenario on the real node (load -> queue latency -> Prometheus -> KEDA -> replicas
 # up, then back down), plotted: docs/images/keda-scaling.png, timeline in out/.

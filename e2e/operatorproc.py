@@ -98,15 +98,19 @@ class OperatorProcess:
 
     def reconciles(self, handler: str | None = None) -> float:
         """tts_operator_reconciles_total from the process's /metrics (all results)."""
+        return self.metric(
+            "tts_operator_reconciles_total", **({"handler": handler} if handler else {})
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` with these labels, from the process's /metrics."""
         url = f"http://{LOOPBACK}:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         total = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name != "tts_operator_reconciles_total":
-                    continue
-                if handler is None or sample.labels.get("handler") == handler:
+                if sample.name == name and labels.items() <= sample.labels.items():
                     total += sample.value
         return total
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from kubeapi import E2EKube
+from tts_operator.drift import APPLIED_HASH
 
 COMPONENT_LABELS = {
     "app.kubernetes.io/name": "tts-runtime",
@@ -59,14 +60,16 @@ def runtime_container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def nudge_configmap(kube: E2EKube, namespace: str, name: str) -> str:
-    """Annotate the runtime ConfigMap by hand: a child MODIFIED event, so the operator
-    reconciles the owner once more (the annotation is not the operator's field, so it stays;
-    no controller reacts to it, unlike a Deployment's, whose generation it would bump).
-    Returns the ConfigMap's new resourceVersion."""
+    """Change the operator's applied-hash annotation on the runtime ConfigMap by hand: a
+    child MODIFIED event that no longer matches what the operator applies, so it reconciles
+    the owner once more, and that pass's one write puts the annotation back (an annotation
+    of someone else's would change nothing of the operator's: no pass; no controller reacts
+    to a ConfigMap's annotations, unlike a Deployment's, whose generation would bump).
+    Returns the ConfigMap's resourceVersion after the hand edit."""
     patched = kube.core.patch_namespaced_config_map(
         f"{name}-runtime",
         namespace,
-        {"metadata": {"annotations": {"e2e.ttsoperator.io/nudge": str(time.monotonic_ns())}}},
+        {"metadata": {"annotations": {APPLIED_HASH: f"nudge-{time.monotonic_ns()}"}}},
         field_manager="someone-by-hand",
     )
     return str(kube.plain(patched)["metadata"]["resourceVersion"])

@@ -1,23 +1,33 @@
-"""Thin kopf handlers: they find the TTSService and call `reconcile` (or `refresh_status`).
+"""Thin kopf handlers: they find the TTSService and start a pass (`reconcile` or
+`refresh_status`) in a worker thread.
 
-- create / update / resume of a TTSService: reconcile it (kopf retries a TemporaryError).
+- create / update / resume of a TTSService: reconcile it now (kopf retries a failure).
 - events of the owned kinds (kinds.CHILDREN: ConfigMaps, Deployments, Services, HPAs, PDBs;
-  managed-by label): reconcile the owner, so a child deleted or edited by hand is put back.
-- events of its pods: recompute the owner's status only (Ready counts, InsufficientGPU).
+  managed-by label) and of its pods: triage.py says what the event needs. A child deleted,
+  or edited away from what the operator applies: reconcile the owner now, so it is put
+  back. The Deployment's rollout numbers or a pod's problem changed: refresh the owner's
+  status after status_delay_seconds (the events of one rollout step share it). Anything
+  else: nothing.
+- a pass started by an event that fails with an error that may pass (a 5xx, a timeout, a
+  conflict, "not yet"): retried with backoff until one succeeds (retry.Deferred).
 
 No timer, daemon or on.delete handler: kopf puts its finalizer on every object that such a
 handler matches (a timer always counts), and then deleting a TTSService, or its namespace,
 hangs while the operator is down. Children carry ownerReferences, so the garbage collector deletes
 them; drift and status changes arrive as child and pod watch events (kopf re-lists after a
-watch error, and resume reconciles everything when the operator starts).
+watch error, and resume reconciles everything when the operator starts); retries are
+asyncio tasks of the operator's own.
 """
 
 from __future__ import annotations
 
-import copy
+import asyncio
+import logging
+import random
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import kopf
@@ -27,10 +37,13 @@ from tts_operator.kinds import CHILDREN, POD, TTSSERVICE, Kind, Manifest
 from tts_operator.kube import Kube, load_client
 from tts_operator.metrics import observed
 from tts_operator.reconcile import Context, owner_name, reconcile, refresh_status
+from tts_operator.retry import Backoff, Deferred, describe, retryable
 from tts_operator.settings import OperatorSettings
 from tts_operator.status import READY, condition
+from tts_operator.triage import Need
 
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
+log = logging.getLogger("tts_operator")
 
 
 def gvp(kind: Kind) -> tuple[str, str, str]:
@@ -38,13 +51,20 @@ def gvp(kind: Kind) -> tuple[str, str, str]:
     return kind.group, kind.version, kind.plural
 
 
-def raw(body: Mapping[str, Any]) -> Manifest:
-    """A plain, private copy of a kopf Body."""
-    return copy.deepcopy({k: body[k] for k in body})
+def plain(body: Mapping[str, Any]) -> Manifest:
+    """A kopf Body as a dict, to read only (its values are the watch event's own)."""
+    return {k: body[k] for k in body}
+
+
+class Named(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Log lines of a put-off pass, which has no kopf object logger: "[ns/name] ..."."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"[{self.extra['object']}] {msg}", kwargs  # type: ignore[index]
 
 
 class Passes:
-    """Runs one pass for one TTSService at a time (handlers run in a thread pool), each on a
+    """Runs one pass for one TTSService at a time (passes run in worker threads), each on a
     fresh read of it, so concurrent triggers neither race nor post the same event twice.
     The Kubernetes client is made lazily (at the first pass), so registering needs no
     cluster."""
@@ -53,20 +73,33 @@ class Passes:
         self,
         settings: OperatorSettings,
         make_context: Callable[[OperatorSettings], Context] | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._make_context = make_context or (
-            lambda s: Context(kube=Kube(load_client()), settings=s)
+            lambda s: Context(kube=Kube(load_client(), timeout=s.api_timeout_seconds), settings=s)
         )
         self._context: Context | None = None
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        self._rand = rand
+        self.deferred = Deferred(
+            self._put_off_pass,
+            Backoff(cap=settings.retry_seconds),
+            sleep=sleep,
+            rand=rand,
+            clock=clock,
+        )
 
     @property
     def ctx(self) -> Context:
-        if self._context is None:
-            self._context = self._make_context(self._settings)
-        return self._context
+        with self._locks_guard:  # one context: its triage memory is shared by every pass
+            if self._context is None:
+                self._context = self._make_context(self._settings)
+            return self._context
 
     def fresh_owner(self, namespace: str, name: str) -> Manifest | None:
         """The TTSService as stored now; None when it is gone or being deleted."""
@@ -78,11 +111,13 @@ class Passes:
     def run(
         self, handler: str, namespace: str, name: str, logger: Any, status_only: bool = False
     ) -> None:
+        """One pass, in the calling (worker) thread."""
         with self._locks_guard:
             lock = self._locks[(namespace, name)]
         with lock, observed(handler):
             owner = self.fresh_owner(namespace, name)
             if owner is None:
+                self.ctx.triage.forget(namespace, name)
                 return
             if status_only:
                 refresh_status(self.ctx, owner)
@@ -91,28 +126,66 @@ class Passes:
         ready = condition(status, READY)
         logger.info(f"reconciled: Ready={ready.get('status')} ({ready.get('reason')})")
 
-    def run_body(self, handler: str, body: Mapping[str, Any], logger: Any) -> None:
+    async def change(self, handler: str, body: Mapping[str, Any], logger: Any, retry: int) -> None:
+        """create / update / resume: a full pass now. kopf retries a failed one; a timeout or
+        a broken connection becomes a kopf.TemporaryError after the next backoff step (kopf
+        would wait a minute for an unknown error)."""
         meta = body["metadata"]
-        self.run(handler, meta["namespace"], meta["name"], logger)
+        key = (str(meta["namespace"]), str(meta["name"]))
+        try:
+            await asyncio.to_thread(self.run, handler, *key, logger)
+        except (kopf.TemporaryError, kopf.PermanentError):
+            raise
+        except Exception as err:
+            if not retryable(err):
+                raise
+            delay = self.deferred.backoff.delay(retry, self._rand())
+            raise kopf.TemporaryError(describe(err), delay=delay) from err
+        self.deferred.succeeded(key, full=True)
 
-    def run_owner(
-        self, handler: str, event: Mapping[str, Any], body: Mapping[str, Any], logger: Any,
-        status_only: bool = False,
+    async def event(
+        self, handler: str, kind: str, event: Mapping[str, Any], body: Mapping[str, Any],
+        logger: Any,
     ) -> None:  # fmt: skip
-        """A child's or pod's watch event: a pass for its TTSService. The initial listing
-        (type None) is covered by the resume handlers."""
-        name, namespace = owner_name(raw(body)), body.get("metadata", {}).get("namespace")
-        if event.get("type") is not None and name and namespace:
-            self.run(handler, namespace, name, logger, status_only)
+        """A child's or pod's watch event: what it needs for its TTSService (triage.py). The
+        initial listing (type None) is covered by the resume handlers."""
+        obj = plain(body)
+        name, namespace = owner_name(obj), obj.get("metadata", {}).get("namespace")
+        event_type = event.get("type")
+        if event_type is None or not name or not namespace:
+            return
+        key = (str(namespace), name)
+        need = self.ctx.triage.need(kind, str(event_type), obj, name)
+        if need is Need.STATUS:
+            self.deferred.request(key, False, self._settings.status_delay_seconds)
+        elif need is Need.FULL:
+            await self._attempt(key, handler, logger)
+
+    async def _attempt(self, key: tuple[str, str], handler: str, logger: Any) -> None:
+        """A full pass now; when it fails, a retry with backoff (retry.Deferred)."""
+        try:
+            await asyncio.to_thread(self.run, handler, *key, logger)
+        except Exception as err:  # judged by Deferred.failed: retried or logged
+            self.deferred.failed(key, True, err)
+        else:
+            self.deferred.succeeded(key, True)
+
+    async def _put_off_pass(self, key: tuple[str, str], full: bool) -> None:
+        """A status refresh gathered over status_delay_seconds, or a retry."""
+        logger = Named(log, {"object": f"{key[0]}/{key[1]}"})
+        await asyncio.to_thread(
+            self.run, "retry" if full else "status", *key, logger, not full
+        )  # fmt: skip
 
 
 def register(
     settings: OperatorSettings,
     registry: kopf.OperatorRegistry,
     make_context: Callable[[OperatorSettings], Context] | None = None,
-) -> None:
-    """Register every handler into `registry`."""
-    passes = Passes(settings, make_context)
+    passes: Passes | None = None,
+) -> Passes:
+    """Register every handler into `registry`; returns the Passes they share."""
+    passes = passes or Passes(settings, make_context)
     tts = gvp(TTSSERVICE)
 
     # A private registry has none of kopf's default login handlers: use the kubernetes
@@ -122,28 +195,34 @@ def register(
         return kopf.login_via_client(**kwargs)
 
     @kopf.on.create(*tts, registry=registry, id="create")
-    def on_create(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        passes.run_body("create", body, logger)
+    async def on_create(body: kopf.Body, logger: kopf.Logger, retry: int, **_: Any) -> None:
+        await passes.change("create", body, logger, retry)
 
     @kopf.on.update(*tts, registry=registry, id="update")
-    def on_update(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        passes.run_body("update", body, logger)
+    async def on_update(body: kopf.Body, logger: kopf.Logger, retry: int, **_: Any) -> None:
+        await passes.change("update", body, logger, retry)
 
     @kopf.on.resume(*tts, registry=registry, id="resume")
-    def on_resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        passes.run_body("resume", body, logger)
+    async def on_resume(body: kopf.Body, logger: kopf.Logger, retry: int, **_: Any) -> None:
+        await passes.change("resume", body, logger, retry)
 
-    def on_child(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        try:
-            passes.run_owner("child", event, body, logger)
-        except (kopf.TemporaryError, kopf.PermanentError) as err:
-            logger.info(f"owner {owner_name(raw(body))} not reconciled: {err}")
+    def on_child(kind: str) -> Callable[..., Awaitable[None]]:
+        async def handler(
+            event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any
+        ) -> None:
+            await passes.event("child", kind, event, body, logger)
+
+        return handler
 
     for kind in CHILDREN:
         kopf.on.event(*gvp(kind), registry=registry, labels=MANAGED, id=f"child-{kind.plural}")(
-            on_child
+            on_child(kind.kind)
         )
 
     @kopf.on.event(*gvp(POD), registry=registry, labels=MANAGED, id="pods")
-    def on_pod(event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        passes.run_owner("pod", event, body, logger, status_only=True)
+    async def on_pod(
+        event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any
+    ) -> None:
+        await passes.event("pod", POD.kind, event, body, logger)
+
+    return passes

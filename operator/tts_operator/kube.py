@@ -3,7 +3,9 @@
 Uses the official client's generic `call_api` so one code path serves every kind, with
 server-side apply (`application/apply-patch+yaml`, field manager "tts-operator",
 force=True): applying the same manifest twice changes nothing, and a field we stop sending
-is a field we stop owning.
+is a field we stop owning. Every request has a timeout (a connection the API server never
+answers must not hold a TTSService's pass forever), and every write is counted
+(tts_operator_api_writes_total).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tts_operator.kinds import BY_KIND, TTSSERVICE, Manifest
+from tts_operator.metrics import API_WRITES
 from tts_operator.settings import FIELD_MANAGER
+
+# Names the operator's own requests in the API server's audit log (kopf's say "kopf/...").
+USER_AGENT = "tts-operator"
 
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -31,7 +37,9 @@ def load_client() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    api = client.ApiClient()
+    api.user_agent = USER_AGENT
+    return api
 
 
 def owns_field(obj: Manifest, manager: str, *path: str) -> bool:
@@ -50,9 +58,12 @@ def owns_field(obj: Manifest, manager: str, *path: str) -> bool:
 class Kube:
     """The few API calls reconciliation needs, on one ApiClient."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self, api: client.ApiClient, field_manager: str = FIELD_MANAGER, timeout: float = 30.0
+    ) -> None:
         self.api = api
         self.field_manager = field_manager
+        self.timeout = timeout
 
     def _call(
         self,
@@ -70,7 +81,7 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*request)
+        response = self.api.call_api(*request, _request_timeout=self.timeout)
         response.read()  # type: ignore[no-untyped-call]
         # Raises ApiException (with .status and .body) for anything but 2xx.
         result = self.api.response_deserialize(response, {"2XX": "object"}).data
@@ -82,6 +93,7 @@ class Kube:
         path = resource_path(
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
         )
+        API_WRITES.labels("apply", manifest["kind"]).inc()
         return self._call(
             "PATCH",
             path,
@@ -99,6 +111,7 @@ class Kube:
             raise
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        API_WRITES.labels("delete", kind).inc()
         try:
             self._call("DELETE", resource_path(api_version, kind, namespace, name))
         except ApiException as err:
@@ -117,6 +130,7 @@ class Kube:
     def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         """Merge-patch a TTSService's status subresource."""
         path = resource_path(TTSSERVICE.api_version, TTSSERVICE.kind, namespace, name) + "/status"
+        API_WRITES.labels("patch", f"{TTSSERVICE.kind}/status").inc()
         return self._call(
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
         )
@@ -133,6 +147,7 @@ class Kube:
 
     def create_if_missing(self, manifest: Manifest, collection_path: str) -> bool:
         """POST an object; False when it already exists."""
+        API_WRITES.labels("create", str(manifest.get("kind"))).inc()
         try:
             self._call("POST", collection_path, body=manifest)
         except ApiException as err:

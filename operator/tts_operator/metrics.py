@@ -1,4 +1,5 @@
-"""Operator Prometheus metrics: reconciles, errors and duration by handler."""
+"""Operator Prometheus metrics: reconciles, errors and duration by handler; API writes;
+retries of failed passes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ DURATION = Histogram(
     "Time one reconciliation took, by handler.",
     ["handler"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+API_WRITES = Counter(
+    "tts_operator_api_writes_total",
+    "Write requests the operator's reconciles sent to the API server (kopf's own bookkeeping "
+    "aside), by verb (apply, patch, delete, create) and kind (TTSService/status for status).",
+    ["verb", "kind"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "tts_operator_pass_retries_total",
+    "Failed event-triggered passes put off for a retry with backoff, by pass (full, status).",
+    ["pass"],
     registry=REGISTRY,
 )
 

@@ -1,8 +1,11 @@
 """One level-based pass for one TTSService: check, build, read, apply, prune, observe, report.
 
-Handlers (create/update/resume, child events) all call `reconcile`;
-running it twice in a row changes nothing. A spec that cannot work yields a Degraded
-status, a Warning event (once per new reason) and kopf.TemporaryError / PermanentError.
+Handlers (create/update/resume, child events, retries) all call `reconcile`;
+running it twice in a row changes nothing, and the second run writes nothing: a child that
+already holds what would be applied is not applied again (drift.py), and an unchanged
+status is not patched. Each pass tells `ctx.triage` what it built and saw. A spec that
+cannot work yields a Degraded status, a Warning event (once per new reason) and
+kopf.TemporaryError / PermanentError.
 
 The operator only ever writes objects this TTSService controls: a child's name taken by an
 object without this TTSService's controller ownerReference (uid) is a ChildConflict, and
@@ -14,7 +17,7 @@ handed to whoever may create a TTSService.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, cast
 
 import kopf
@@ -29,6 +32,7 @@ from tts_operator.builders.common import (
     selector_string,
 )
 from tts_operator.builders.model import pvc_claim
+from tts_operator.drift import stamp, up_to_date
 from tts_operator.kinds import DEPLOYMENT, POD, PVC, SCALEDOBJECT, Manifest
 from tts_operator.kube import owns_field
 from tts_operator.models import TTSServiceSpec
@@ -44,6 +48,7 @@ from tts_operator.status import (
     condition,
     degraded_status,
 )
+from tts_operator.triage import Triage
 
 # A second manager that keeps .spec.replicas while the operator lets go of it, so turning
 # autoscaling on does not reset the Deployment to 1 replica before the HPA acts
@@ -77,6 +82,8 @@ class Context:
     adopt: Callable[[list[Manifest], Manifest], None] = lambda objs, owner: kopf.adopt(
         objs, owner=cast(Any, owner)
     )
+    triage: Triage = field(default_factory=Triage)
+    """What the passes built and saw, so watch events that change nothing skip a pass."""
 
 
 def _meta(body: Manifest) -> tuple[str, str, int | None]:
@@ -277,6 +284,9 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
         raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds)
 
     ctx.adopt(kids.desired, body)
+    for manifest in kids.desired:
+        stamp(manifest)  # the hash of what is applied: an unchanged child is not applied again
+    ctx.triage.built(namespace, name, kids.desired, kids.unwanted)
     uid = str(body["metadata"].get("uid", ""))
     deployment: Manifest | None = None
     applying: Manifest | None = None  # for the error message
@@ -298,11 +308,16 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
         for manifest in kids.desired:
             applying = manifest
             is_deployment = manifest["kind"] == DEPLOYMENT.kind
-            if is_deployment and spec.autoscaling.enabled:
-                hand_over_replicas(ctx, manifest, live[_key(manifest)])
-            applied = ctx.kube.apply(manifest)
+            current = live[_key(manifest)]
+            if up_to_date(manifest, current):
+                applied = current  # an apply would change nothing of ours: skip the write
+            else:
+                if is_deployment and spec.autoscaling.enabled:
+                    hand_over_replicas(ctx, manifest, current)
+                applied = ctx.kube.apply(manifest)
             if is_deployment:
                 deployment = applied
+                ctx.triage.reporting_from(namespace, name, deployment)
         applying = None
         prune(ctx, namespace, uid, kids.unwanted)
     except ApiException as err:
@@ -335,7 +350,9 @@ def _report_observed(
 ) -> Manifest:
     name, namespace, generation = _meta(body)
     status = compute_status(name, namespace, generation, spec, observed, body.get("status"))
-    return report(ctx, body, status)
+    report(ctx, body, status)
+    ctx.triage.observed(namespace, name, observed)
+    return status
 
 
 def owner_name(child: Manifest) -> str | None:

@@ -52,7 +52,13 @@ class OperatorSettings(BaseSettings):
     """kopf peering priority: the highest-priority live replica acts, the others pause. kopf
     pauses on equal priorities too, so the default is random per process."""
     retry_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
-    """Delay before retrying a TTSService that is not ready to reconcile (e.g. PVC missing)."""
+    """Delay before retrying a TTSService that is not ready to reconcile (e.g. PVC missing);
+    also the longest backoff step between retries of a failed event-triggered pass."""
+    api_timeout_seconds: float = Field(default=30.0, gt=0.0, le=600.0)
+    """Longest one request to the API server may take; then it fails and is retried."""
+    status_delay_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
+    """How long a status refresh asked by a Deployment or pod event waits, so the events of
+    one rollout step (they come in bursts) share one refresh."""
     hf_endpoint: str = Field(
         default=DEFAULT_HF_ENDPOINT, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
     )

@@ -93,31 +93,54 @@ def _failure_line(cs: dict[str, Any]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class PodFacts:
+    """What `pod_problem` reads from one pod (hashable: a watch event of a pod whose facts
+    are the ones the last status was computed from cannot change that status)."""
+
+    unschedulable: str | None
+    """The scheduler's message when it could not place the pod."""
+    fetch_failures: int
+    fetch_why: str
+    waiting: tuple[str, ...]
+    """Bad waiting reasons of the containers (CrashLoopBackOff ...)."""
+
+
+def pod_facts(pod: dict[str, Any]) -> PodFacts | None:
+    """The pod's problem facts; None when it shows none (or is being deleted)."""
+    if _get(pod, "metadata", "deletionTimestamp"):
+        return None
+    scheduled = condition(_get(pod, "status"), "PodScheduled")
+    unschedulable = None
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        unschedulable = str(scheduled.get("message", ""))
+    fetch_failures, fetch_why = 0, ""
+    for cs in _get(pod, "status", "initContainerStatuses", default=[]) or []:
+        state = cs.get("state", {})
+        failed = (
+            _get(state, "terminated", "exitCode", default=0) != 0
+            or _get(state, "waiting", "reason") in _BAD_WAITING
+        )
+        if cs.get("name") == FETCH_CONTAINER and failed:
+            fetch_failures += 1
+            fetch_why = fetch_why or _failure_line(cs)
+    waiting = tuple(
+        str(reason)
+        for cs in _get(pod, "status", "containerStatuses", default=[]) or []
+        if (reason := _get(cs, "state", "waiting", "reason")) in _BAD_WAITING
+    )
+    if unschedulable is None and not fetch_failures and not waiting:
+        return None
+    return PodFacts(unschedulable, fetch_failures, fetch_why, waiting)
+
+
 def pod_problem(pods: list[dict[str, Any]], gpu_resource: str) -> Problem | None:
     """The most actionable problem among the pods: GPUs the scheduler cannot find first."""
-    unschedulable: list[str] = []
-    waiting: Counter[str] = Counter()
-    fetch_failures = 0
-    fetch_why = ""
-    for pod in pods:
-        if _get(pod, "metadata", "deletionTimestamp"):
-            continue
-        scheduled = condition(_get(pod, "status"), "PodScheduled")
-        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-            unschedulable.append(str(scheduled.get("message", "")))
-        for cs in _get(pod, "status", "initContainerStatuses", default=[]) or []:
-            state = cs.get("state", {})
-            failed = (
-                _get(state, "terminated", "exitCode", default=0) != 0
-                or _get(state, "waiting", "reason") in _BAD_WAITING
-            )
-            if cs.get("name") == FETCH_CONTAINER and failed:
-                fetch_failures += 1
-                fetch_why = fetch_why or _failure_line(cs)
-        for cs in _get(pod, "status", "containerStatuses", default=[]) or []:
-            reason = _get(cs, "state", "waiting", "reason")
-            if reason in _BAD_WAITING:
-                waiting[str(reason)] += 1
+    facts = [f for f in map(pod_facts, pods) if f is not None]
+    unschedulable = [f.unschedulable for f in facts if f.unschedulable is not None]
+    waiting = Counter(reason for f in facts for reason in f.waiting)
+    fetch_failures = sum(f.fetch_failures for f in facts)
+    fetch_why = next((f.fetch_why for f in facts if f.fetch_why), "")
     gpu_short = [m for m in unschedulable if f"Insufficient {gpu_resource}" in m]
     if gpu_short:
         return Problem(
@@ -179,11 +202,12 @@ class _Rollout:
     progress: dict[str, Any]
 
     @classmethod
-    def of(cls, dep: dict[str, Any] | None, spec: TTSServiceSpec) -> _Rollout:
+    def of(cls, dep: dict[str, Any] | None, default_replicas: int) -> _Rollout:
+        """`default_replicas`: the spec's, for a Deployment without spec.replicas."""
         return cls(
             present=dep is not None,
             ready=int(_get(dep, "status", "readyReplicas", default=0) or 0),
-            desired=int(_get(dep, "spec", "replicas", default=spec.effective_replicas) or 0),
+            desired=int(_get(dep, "spec", "replicas", default=default_replicas) or 0),
             updated=int(_get(dep, "status", "updatedReplicas", default=0) or 0),
             total=int(_get(dep, "status", "replicas", default=0) or 0),
             available=condition(_get(dep, "status"), "Available").get("status") == "True",
@@ -204,6 +228,26 @@ class _Rollout:
             or self.total > self.updated
             or self.ready < self.desired
         )
+
+
+def rollout_signal(dep: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What the status makes of the Deployment (None: no Deployment). A watch event of the
+    Deployment with the signal the last status was computed from cannot change that status
+    (a stored Deployment always has spec.replicas: the default below never counts)."""
+    if dep is None:
+        return None
+    r = _Rollout.of(dep, default_replicas=1)
+    deadline = r.progress.get("message") if r.deadline_exceeded else None
+    return (
+        r.ready,
+        r.desired,
+        r.updated,
+        r.total,
+        r.available,
+        r.rolling,
+        r.deadline_exceeded,
+        deadline,
+    )
 
 
 def _ready(r: _Rollout, problem: Problem | None, generation: int | None) -> Condition:
@@ -250,7 +294,7 @@ def _conditions(
     if observed.problem is not None and observed.problem.refused:
         return _refused(observed.problem, generation)
     problem = observed.problem or pod_problem(observed.pods, spec.runtime.gpu.resource_name)
-    rollout = _Rollout.of(observed.deployment, spec)
+    rollout = _Rollout.of(observed.deployment, spec.effective_replicas)
     return [
         _ready(rollout, problem, generation),
         _progressing(rollout, generation),

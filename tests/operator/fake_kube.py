@@ -20,7 +20,8 @@ class FakeKube:
         self.replica_owners: dict[Key, set[str]] = {}
         self.changes = 0
         self.status_patches: list[dict[str, Any]] = []
-        self.fail_next_apply: ApiException | None = None
+        self.fail_next_apply: Exception | None = None
+        """Raised by the next apply (an ApiException, a urllib3 timeout ...), then cleared."""
         self.unserved_kinds: set[str] = set()
         """Kinds whose API the cluster does not serve (a CRD not installed): apply is a 404."""
         self.applied: list[Key] = []

@@ -1,21 +1,46 @@
-"""The kopf handlers, called the way kopf calls them, on an in-memory API server."""
+"""The kopf handlers, called the way kopf calls them, on an in-memory API server; the
+put-off passes (status refreshes, retries) on an injected sleep."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import kopf
 import pytest
+import urllib3
 from fake_kube import FakeKube
+from kubernetes.client.exceptions import ApiException
 from op_helpers import tts_body, unschedulable_pod
-from tts_operator.handlers import register
+from tts_operator.handlers import Passes, register
+from tts_operator.metrics import REGISTRY
 from tts_operator.reconcile import Context
 from tts_operator.settings import OperatorSettings
 
 NS = "speech"
 LOG = logging.getLogger("test")
+KEY = (NS, "voice")
+
+
+class Sleeps:
+    """An injected sleep: records each delay, runs `then` (what happens meanwhile), and
+    returns at once (or, with `hold`, once `gate` is set)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.then: Callable[[int], None] = lambda n: None
+        self.hold = False
+        self.gate = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.then(len(self.delays))
+        if self.hold:
+            await self.gate.wait()
+        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -27,14 +52,40 @@ def kube() -> FakeKube:
 
 
 @pytest.fixture
-def handlers(kube: FakeKube) -> dict[str, Any]:
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def passes(kube: FakeKube, sleeps: Sleeps) -> Passes:
+    settings = OperatorSettings(retry_seconds=4)
+    return Passes(
+        settings,
+        lambda s: Context(kube=kube, settings=s, events=lambda *a: None),
+        sleep=sleeps,
+        rand=lambda: 0.5,
+        clock=lambda: 0.0,
+    )
+
+
+@pytest.fixture
+def handlers(passes: Passes) -> dict[str, Any]:
     registry = kopf.OperatorRegistry()
-    settings = OperatorSettings()
-    register(settings, registry, lambda s: Context(kube=kube, settings=s, events=lambda *a: None))
+    register(OperatorSettings(), registry, passes=passes)
     found: dict[str, Any] = {h.id: h.fn for h in registry._changing.get_all_handlers()}
     found.update({h.id: h.fn for h in registry._watching.get_all_handlers()})
     found.update({h.id: h.fn for h in registry._spawning.get_all_handlers()})
     return found
+
+
+def run(*steps: Awaitable[Any]) -> None:
+    """Await the handler calls in order, in one event loop (put-off passes included)."""
+
+    async def main() -> None:
+        for step in steps:
+            await step
+
+    asyncio.run(main())
 
 
 def body_of(kube: FakeKube, kind: str, name: str) -> kopf.Body:
@@ -43,53 +94,283 @@ def body_of(kube: FakeKube, kind: str, name: str) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, copy.deepcopy(found)))
 
 
+def create(handlers: dict[str, Any], kube: FakeKube) -> Awaitable[None]:
+    return cast(
+        Awaitable[None],
+        handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=0),
+    )
+
+
+def passes_run(handler: str, result: str = "ok") -> float:
+    found = REGISTRY.get_sample_value(
+        "tts_operator_reconciles_total", {"handler": handler, "result": result}
+    )
+    return found or 0.0
+
+
+def reasons(kube: FakeKube) -> dict[str, str]:
+    owner = kube.find("TTSService", NS, "voice")
+    assert owner is not None
+    return {c["type"]: c["reason"] for c in owner["status"]["conditions"]}
+
+
 def test_create_builds_the_children(handlers: dict[str, Any], kube: FakeKube) -> None:
-    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    run(create(handlers, kube))
     assert kube.find("Deployment", NS, "voice") is not None
     assert kube.find("ConfigMap", NS, "voice-runtime") is not None
 
 
 def test_child_deletion_event_restores_it(handlers: dict[str, Any], kube: FakeKube) -> None:
-    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    run(create(handlers, kube))
     gone = body_of(kube, "Service", "voice")
     kube.delete("v1", "Service", NS, "voice")
-    handlers["child-services"](event={"type": None}, body=gone, logger=LOG)
+    run(handlers["child-services"](event={"type": None}, body=gone, logger=LOG))
     assert kube.find("Service", NS, "voice") is None  # initial listings are ignored
-    handlers["child-services"](event={"type": "DELETED"}, body=gone, logger=LOG)
+    run(handlers["child-services"](event={"type": "DELETED"}, body=gone, logger=LOG))
     assert kube.find("Service", NS, "voice") is not None
+
+
+def test_child_events_that_change_nothing_run_no_pass(
+    handlers: dict[str, Any], kube: FakeKube
+) -> None:
+    run(create(handlers, kube))
+    before = passes_run("child")
+    kube.applied.clear()
+    for kind, plural, name in (
+        ("Service", "services", "voice"),
+        ("ConfigMap", "configmaps", "voice-runtime"),
+        ("PodDisruptionBudget", "poddisruptionbudgets", "voice"),
+    ):
+        for event in ("ADDED", "MODIFIED"):
+            run(
+                handlers[f"child-{plural}"](
+                    event={"type": event}, body=body_of(kube, kind, name), logger=LOG
+                )
+            )
+    assert passes_run("child") == before and kube.applied == []
+
+
+def test_hand_edited_child_is_put_back_by_its_event(
+    handlers: dict[str, Any], kube: FakeKube
+) -> None:
+    run(create(handlers, kube))
+    cm = kube.find("ConfigMap", NS, "voice-runtime")
+    assert cm is not None
+    cm["data"]["TTS_MAX_BATCH_SIZE"] = "999"
+    kube.applied.clear()
+    run(
+        handlers["child-configmaps"](
+            event={"type": "MODIFIED"}, body=body_of(kube, "ConfigMap", "voice-runtime"), logger=LOG
+        )
+    )
+    assert kube.applied == [("ConfigMap", NS, "voice-runtime")]  # only the edited child
+    restored = kube.find("ConfigMap", NS, "voice-runtime")
+    assert restored is not None and restored["data"]["TTS_MAX_BATCH_SIZE"] == "8"
 
 
 def test_child_of_a_deleted_owner_is_left_to_the_garbage_collector(
     handlers: dict[str, Any], kube: FakeKube
 ) -> None:
-    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+    run(create(handlers, kube))
     orphan = body_of(kube, "Service", "voice")
     kube.delete("ttsoperator.io/v1alpha1", "TTSService", NS, "voice")
     kube.delete("v1", "Service", NS, "voice")
-    handlers["child-services"](event={"type": "DELETED"}, body=orphan, logger=LOG)
+    run(handlers["child-services"](event={"type": "DELETED"}, body=orphan, logger=LOG))
     assert kube.find("Service", NS, "voice") is None
 
 
-def test_pod_event_refreshes_status_only(handlers: dict[str, Any], kube: FakeKube) -> None:
-    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
-    changes = kube.changes
+def test_pod_events_refresh_status_once_after_a_delay(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+) -> None:
+    run(create(handlers, kube))
+    changes, refreshes = kube.changes, passes_run("status")
     pod = unschedulable_pod("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
     kube.add(pod)
-    handlers["pods"](event={"type": "ADDED"}, body=kopf.Body(cast(kopf.RawBody, pod)), logger=LOG)
-    assert kube.changes == changes
+    event = handlers["pods"](
+        event={"type": "ADDED"}, body=kopf.Body(cast(kopf.RawBody, pod)), logger=LOG
+    )
+    again = handlers["pods"](
+        event={"type": "MODIFIED"}, body=kopf.Body(cast(kopf.RawBody, pod)), logger=LOG
+    )
+    run(event, again, passes.deferred.drain())
+    assert kube.changes == changes  # no applies
+    assert reasons(kube)["Degraded"] == "InsufficientGPU"
+    assert passes_run("status") == refreshes + 1  # the two events shared one refresh
+    assert sleeps.delays == [1.0]  # status_delay_seconds
+    # The same pod again: the status already says so, nothing to do.
+    run(
+        handlers["pods"](
+            event={"type": "MODIFIED"}, body=kopf.Body(cast(kopf.RawBody, pod)), logger=LOG
+        )
+    )
+    assert passes_run("status") == refreshes + 1
+
+
+def test_healthy_pod_events_run_no_pass(handlers: dict[str, Any], kube: FakeKube) -> None:
+    run(create(handlers, kube))
+    before = passes_run("status") + passes_run("pod")
+    pod = unschedulable_pod("")
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    for event in ("ADDED", "MODIFIED"):
+        run(
+            handlers["pods"](
+                event={"type": event}, body=kopf.Body(cast(kopf.RawBody, pod)), logger=LOG
+            )
+        )
+    assert passes_run("status") + passes_run("pod") == before
+
+
+def edit_service(kube: FakeKube) -> kopf.Body:
+    """A hand edit of a field the operator sets: the Service's event asks for a pass."""
+    service = kube.find("Service", NS, "voice")
+    assert service is not None
+    service["spec"]["sessionAffinity"] = "None"
+    return body_of(kube, "Service", "voice")
+
+
+def service_restored(kube: FakeKube) -> bool:
+    restored = kube.find("Service", NS, "voice")
+    return restored is not None and restored["spec"]["sessionAffinity"] == "ClientIP"
+
+
+def test_failed_child_pass_is_retried_with_backoff_until_it_succeeds(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+) -> None:
+    run(create(handlers, kube))
+    failures: list[Exception] = [
+        ApiException(status=503, reason="Service Unavailable"),
+        urllib3.exceptions.TimeoutError("read timed out"),
+        ApiException(status=409, reason="Conflict"),
+        ApiException(status=500, reason="Internal Server Error"),
+        ApiException(status=429, reason="Too Many Requests"),
+    ]
+    kube.fail_next_apply = failures.pop(0)
+
+    def meanwhile(n: int) -> None:  # the API server keeps failing for the next retries
+        kube.fail_next_apply = failures.pop(0) if failures else None
+
+    sleeps.then = meanwhile
+    service = edit_service(kube)
+    run(
+        handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG),
+        passes.deferred.drain(),
+    )
+    assert service_restored(kube)
+    # Equal jitter (rand 0.5: three quarters of each step), doubling from 0.5 s, capped at
+    # retry_seconds (4 s).
+    assert sleeps.delays == [0.375, 0.75, 1.5, 3.0, 3.0]
+    assert passes_run("retry") >= 1
+
+
+def test_retries_of_one_tts_service_coalesce(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+) -> None:
+    run(create(handlers, kube))
+    service = edit_service(kube)
+
+    sleeps.hold = True  # the retry waits until both failures are in
+
+    async def two_failures() -> None:
+        for _ in range(2):
+            kube.fail_next_apply = ApiException(status=503, reason="Service Unavailable")
+            await handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG)
+        assert passes.deferred.waiting(KEY, True) is not None
+        sleeps.gate.set()
+        await passes.deferred.drain()
+
+    run(two_failures())
+    assert len(sleeps.delays) == 1  # one retry for both failures
+    assert service_restored(kube)
+
+
+def test_a_later_successful_pass_cancels_the_retry(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+) -> None:
+    run(create(handlers, kube))
+    service = edit_service(kube)
+    kube.fail_next_apply = ApiException(status=500, reason="Internal Server Error")
+    sleeps.hold = True
+
+    async def scenario() -> None:
+        await handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG)
+        assert passes.deferred.waiting(KEY, True) is not None
+        await handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=0)
+        assert passes.deferred.waiting(KEY, True) is None
+        await passes.deferred.drain()  # the cancelled retry ends without a pass
+
+    retries = passes_run("retry")
+    run(scenario())
+    assert passes_run("retry") == retries
+    assert service_restored(kube)
+
+
+def test_retries_end_when_the_tts_service_is_gone(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+) -> None:
+    run(create(handlers, kube))
+    service = edit_service(kube)
+    kube.fail_next_apply = ApiException(status=503, reason="Service Unavailable")
+
+    def deleted(n: int) -> None:
+        kube.delete("ttsoperator.io/v1alpha1", "TTSService", NS, "voice")
+
+    sleeps.then = deleted
+    run(
+        handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG),
+        passes.deferred.drain(),
+    )
+    assert len(sleeps.delays) == 1  # the retry found nothing to do, and stopped
+    assert passes.ctx.triage.unknown(NS, "voice")
+
+
+def test_not_yet_problems_are_retried_too(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+) -> None:
+    run(create(handlers, kube))
+    kube.delete("v1", "PersistentVolumeClaim", NS, "voices")
+
+    def claim_back(n: int) -> None:
+        if n == 3:
+            kube.add(
+                {"kind": "PersistentVolumeClaim", "metadata": {"name": "voices", "namespace": NS}}
+            )
+
+    sleeps.then = claim_back
+    service = edit_service(kube)
+    run(
+        handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG),
+        passes.deferred.drain(),
+    )
+    assert len(sleeps.delays) == 3
+    assert service_restored(kube)
+    kube.delete("v1", "PersistentVolumeClaim", NS, "voices")
+    with pytest.raises(kopf.TemporaryError):  # create/update: kopf's own retries, as before
+        run(handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=0))
+
+
+def test_a_refused_spec_is_not_retried(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+) -> None:
+    run(create(handlers, kube))
     owner = kube.find("TTSService", NS, "voice")
     assert owner is not None
-    reasons = {c["type"]: c["reason"] for c in owner["status"]["conditions"]}
-    assert reasons["Degraded"] == "InsufficientGPU"
+    owner["spec"]["model"]["uri"] = "file:///etc"  # the default policy refuses host paths
+    service = edit_service(kube)
+    run(
+        handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG),
+        passes.deferred.drain(),
+    )
+    assert sleeps.delays == []
+    assert reasons(kube)["Degraded"] == "PolicyViolation"
 
 
-def test_child_event_swallows_retryable_problems(handlers: dict[str, Any], kube: FakeKube) -> None:
-    handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
-    service = body_of(kube, "Service", "voice")
-    kube.delete("v1", "PersistentVolumeClaim", NS, "voices")
-    handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG)
-    with pytest.raises(kopf.TemporaryError):
-        handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+def test_a_timeout_in_create_becomes_a_temporary_error_with_backoff(
+    handlers: dict[str, Any], kube: FakeKube
+) -> None:
+    kube.fail_next_apply = urllib3.exceptions.TimeoutError("read timed out")
+    with pytest.raises(kopf.TemporaryError) as retried:
+        run(handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=2))
+    assert retried.value.delay == 1.5  # step 2 s (0.5 doubled twice), three quarters of it
 
 
 def test_a_taken_child_name_makes_create_retry_without_writing(
@@ -98,9 +379,6 @@ def test_a_taken_child_name_makes_create_retry_without_writing(
     victim = {"kind": "Service", "metadata": {"name": "voice", "namespace": NS, "uid": "v-1"}}
     kube.add(victim)
     with pytest.raises(kopf.TemporaryError, match="Service/voice"):
-        handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG)
+        run(create(handlers, kube))
     assert kube.applied == [] and kube.find("Service", NS, "voice") == victim
-    owner = kube.find("TTSService", NS, "voice")
-    assert owner is not None
-    reasons = {c["type"]: c["reason"] for c in owner["status"]["conditions"]}
-    assert reasons["Degraded"] == "ChildConflict"
+    assert reasons(kube)["Degraded"] == "ChildConflict"

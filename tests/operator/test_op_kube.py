@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from kubernetes import client
+import urllib3
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from tts_operator.kube import Kube, owns_field, resource_path
+from tts_operator.kube import USER_AGENT, Kube, load_client, owns_field, resource_path
+from tts_operator.metrics import REGISTRY
+from tts_operator.retry import retryable
 
 
 class Recorder(BaseHTTPRequestHandler):
     seen: ClassVar[list[dict[str, Any]]] = []
     replies: ClassVar[dict[tuple[str, str], tuple[int, dict[str, Any]]]] = {}
+    delay: ClassVar[float] = 0.0
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -30,15 +35,20 @@ class Recorder(BaseHTTPRequestHandler):
                 "query": parse_qs(parts.query),
                 "content_type": self.headers.get("Content-Type"),
                 "body": json.loads(body) if body else None,
+                "user_agent": self.headers.get("User-Agent"),
             }
         )
+        time.sleep(self.delay)
         code, reply = self.replies.get((self.command, parts.path), (200, {"kind": "Echo"}))
         data = json.dumps(reply).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            pass
 
     do_GET = do_PATCH = do_DELETE = do_POST = _handle
 
@@ -48,7 +58,7 @@ class Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def kube() -> Iterator[Kube]:
-    Recorder.seen, Recorder.replies = [], {}
+    Recorder.seen, Recorder.replies, Recorder.delay = [], {}, 0.0
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -139,3 +149,52 @@ def test_owns_field_reads_managed_fields() -> None:
     assert not owns_field(obj, "tts-operator", "spec", "replicas")
     assert owns_field(obj, "tts-operator", "spec", "template")
     assert not owns_field(obj, "kube-controller-manager", "spec", "replicas")  # Update, not Apply
+
+
+def writes(verb: str, kind: str) -> float:
+    found = REGISTRY.get_sample_value("tts_operator_api_writes_total", {"verb": verb, "kind": kind})
+    return found or 0.0
+
+
+def test_every_write_is_counted_by_verb_and_kind(kube: Kube) -> None:
+    counted = [
+        ("apply", "Service"),
+        ("patch", "TTSService/status"),
+        ("delete", "PodDisruptionBudget"),
+    ]
+    before = [writes(*c) for c in counted] + [writes("create", "KopfPeering")]
+    kube.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}})
+    kube.patch_status("n", "x", {"replicas": 1})
+    kube.delete("policy/v1", "PodDisruptionBudget", "n", "a")
+    kube.create_if_missing({"kind": "KopfPeering"}, "/apis/kopf.dev/v1/namespaces/n/kopfpeerings")
+    kube.get("v1", "Service", "n", "a")  # reads are not writes
+    kube.list("v1", "Pod", "n", "a=b")
+    after = [writes(*c) for c in counted] + [writes("create", "KopfPeering")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
+
+
+def test_a_request_that_gets_no_answer_times_out(kube: Kube) -> None:
+    slow = Kube(kube.api, timeout=0.2)
+    Recorder.delay = 1.0
+    started = time.monotonic()
+    with pytest.raises(urllib3.exceptions.HTTPError) as info:
+        slow.apply(
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}}
+        )
+    assert time.monotonic() - started < 0.9
+    assert retryable(info.value)
+
+
+def test_the_operator_names_itself_in_its_requests(
+    kube: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_in_a_pod() -> None:
+        raise config.ConfigException("not in a pod")
+
+    monkeypatch.setattr(config, "load_incluster_config", not_in_a_pod)
+    monkeypatch.setattr(config, "load_kube_config", lambda: None)
+    api = load_client()
+    assert api.user_agent == USER_AGENT
+    api.configuration.host = kube.api.configuration.host
+    Kube(api).get("v1", "Service", "n", "a")
+    assert Recorder.seen[-1]["user_agent"] == USER_AGENT

@@ -85,6 +85,34 @@ def test_second_run_changes_nothing(ctx: Context, kube: FakeKube) -> None:
     assert len(kube.status_patches) == patches
 
 
+def test_second_run_applies_nothing(ctx: Context, kube: FakeKube) -> None:
+    stored_tts(kube, SPEC)
+    run(ctx, kube)
+    kube.applied.clear()
+    run(ctx, kube)  # every child carries what would be applied: no write at all
+    assert kube.applied == []
+
+
+def test_a_spec_change_applies_only_the_children_it_changes(ctx: Context, kube: FakeKube) -> None:
+    body = stored_tts(kube, SPEC)
+    run(ctx, kube)
+    kube.applied.clear()
+    body["spec"] = {**SPEC, "service": {"port": 9000}}
+    run(ctx, kube)
+    assert kube.applied == [("Service", NS, "voice")]
+
+
+def test_a_field_dropped_from_the_spec_is_applied_away(ctx: Context, kube: FakeKube) -> None:
+    body = stored_tts(kube, {**SPEC, "scheduling": {"nodeSelector": {"pool": "gpu"}}})
+    run(ctx, kube)
+    kube.applied.clear()
+    body["spec"] = SPEC  # the live Deployment still holds every field the new one asks for
+    run(ctx, kube)
+    assert kube.applied == [("Deployment", NS, "voice")]
+    dep = kube.find("Deployment", NS, "voice")
+    assert dep is not None and "nodeSelector" not in dep["spec"]["template"]["spec"]
+
+
 def test_deleted_or_edited_child_is_restored(ctx: Context, kube: FakeKube) -> None:
     stored_tts(kube, SPEC)
     run(ctx, kube)
@@ -92,10 +120,12 @@ def test_deleted_or_edited_child_is_restored(ctx: Context, kube: FakeKube) -> No
     cm = kube.find("ConfigMap", NS, "voice-runtime")
     assert cm is not None
     cm["data"]["TTS_MAX_BATCH_SIZE"] = "999"
+    kube.applied.clear()
     run(ctx, kube)
     assert kube.find("Service", NS, "voice") is not None
     restored = kube.find("ConfigMap", NS, "voice-runtime")
     assert restored is not None and restored["data"]["TTS_MAX_BATCH_SIZE"] == "8"
+    assert sorted(kube.applied) == [("ConfigMap", NS, "voice-runtime"), ("Service", NS, "voice")]
 
 
 def test_missing_claim_degrades_retries_and_warns_once(
@@ -336,8 +366,11 @@ def test_conflict_is_stable_then_clears_once_the_other_object_goes(
 def test_our_children_are_applied_when_nothing_conflicts(ctx: Context, kube: FakeKube) -> None:
     stored_tts(kube, SPEC)
     run(ctx, kube)
+    for (kind, _, _), obj in kube.objects.items():
+        if kind not in ("TTSService", "PersistentVolumeClaim"):  # a label of ours, by hand
+            obj["metadata"]["labels"]["app.kubernetes.io/part-of"] = "someone-else"
     kube.applied.clear()
-    run(ctx, kube)  # every child exists and is ours: all applied again (no change)
+    run(ctx, kube)  # every child exists, is ours and was edited: all applied again
     assert sorted(k for k, _, _ in kube.applied) == [
         "ConfigMap",
         "Deployment",
