@@ -11,8 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from tts_runtime.fetch import HF_URI_PATTERN
 
@@ -110,6 +118,9 @@ class _Model(BaseModel):
         use_attribute_docstrings=True,
         extra="forbid",
         validate_default=True,
+        # Types as the API server checks them: "3" or true is no integer, 1 or "yes" no
+        # boolean (lax pydantic would take them, and disagree with the CRD).
+        strict=True,
     )
 
 
@@ -161,9 +172,7 @@ class ModelSpec(_Model):
     """Model id the runtime serves on /v1/models (TTS_MODEL_NAME)."""
     precision: Literal["fp16", "fp32"] = "fp16"
     """Inference precision (TTS_PRECISION)."""
-    voices: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": 256}
-    )
+    voices: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, max_length=256)
     """Voice name -> speaker id (TTS_VOICES). Empty: the voice config's speaker map."""
 
     cel: ClassVar[tuple[CelRule, ...]] = (
@@ -184,6 +193,18 @@ class ModelSpec(_Model):
         ),
     )
     model_config = ConfigDict(json_schema_extra=cel_rules(*cel))
+
+    @field_validator("uri")
+    @classmethod
+    def _splits(cls, uri: str) -> str:
+        # The pattern cannot tell a [IPv6] host from "http://[" or "https://[::::]", which
+        # the policy, the builders and the download cannot split: the one place the models
+        # refuse what the API server took (the operator reports InvalidSpec).
+        try:
+            urlsplit(uri)
+        except ValueError as err:
+            raise ValueError(f"not a URL: {err}") from None
+        return uri
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ModelSpec:
@@ -416,7 +437,7 @@ class ServiceSpec(_Model):
     """ClientIP keeps a client on one pod (warm batches, ordered streams)."""
     session_affinity_timeout_seconds: int = Field(default=300, ge=1, le=86_400)
     """How long ClientIP affinity sticks."""
-    annotations: StringMap = Field(default_factory=dict, json_schema_extra={"maxProperties": 64})
+    annotations: StringMap = Field(default_factory=dict, max_length=64)
     """Annotations for the Service (load-balancer settings ...); each key must match the
     operator's policy.allowedServiceAnnotations (default: none)."""
 
@@ -441,7 +462,7 @@ class Scheduling(_Model):
     """Where the pods may run. A toleration for the GPU resource name (effect NoSchedule) is
     always added when runtime.gpu.count > 0."""
 
-    node_selector: StringMap = Field(default_factory=dict, json_schema_extra={"maxProperties": 64})
+    node_selector: StringMap = Field(default_factory=dict, max_length=64)
     """Node labels the pods require."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Extra tolerations."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tts_runtime.errors import ApiError
 
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
+# Code points no text has: a lone UTF-16 surrogate (a JSON "\ud800" escape without its
+# pair: the string cannot be written as UTF-8, so neither espeak-ng nor the cache key can
+# take it) and NUL (ends the C string espeak-ng reads).
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 class VoiceRef(BaseModel):
@@ -33,6 +38,17 @@ class SpeechRequest(BaseModel):
     # Sent by newer OpenAI clients; accepted so they work, without effect on this model.
     instructions: str | None = None
     stream_format: Literal["audio"] | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _is_text(cls, value: str) -> str:
+        found = _NOT_TEXT.search(value)
+        if found is not None:
+            raise ValueError(
+                f"character {found.start()} is U+{ord(found.group()):04X}, not text (a lone "
+                "surrogate or NUL); send the text as UTF-8"
+            )
+        return value
 
     @property
     def voice_name(self) -> str:

@@ -53,6 +53,13 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\Z)', re.DOTALL)
 # limit), each under the write timeout: a client that stops reading holds about one
 # piece in the connection, not the whole body.
 WRITE_PIECE_BYTES = 64 * 1024
+# Most phoneme ids one item may hold, per character of TTS_MAX_SEGMENT_CHARS. Ordinary prose
+# makes about 2.2 ids a character; digits, symbols read by name, a foreign script spelled
+# letter by letter and emoji make up to 17 ("你好" is "chinese letter chinese letter"), and
+# the engine's working set grows with an item's audio: one 400-character sentence of them at
+# speed 0.25 made over an hour of audio in one run (20 GB with the small test voice). Such
+# a sentence is split until each piece fits.
+ITEM_IDS_PER_CHAR = 3
 
 
 class RequestEnd:
@@ -175,6 +182,13 @@ async def _parse(request: Request, runtime: Runtime) -> SpeechRequest:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except ValueError:  # an integer of more digits than int() converts (4300 by default)
+        raise ApiError(
+            400,
+            "body has an integer of thousands of digits; the only number a speech request "
+            "takes is speed (0.25 to 4.0)",
+            code="invalid_json",
+        ) from None
     except RecursionError:  # not reached under MAX_JSON_DEPTH; kept as a backstop
         raise ApiError(400, "body nests too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
@@ -250,12 +264,23 @@ def _check_request(runtime: Runtime, request: SpeechRequest) -> tuple[int, audio
 
 def _segment_ids(runtime: Runtime, text: str, speaker_id: int) -> list[SynthesisItem]:
     """Text -> one item per sentence (runs in the threadpool: espeak is CPU work)."""
+    max_ids = ITEM_IDS_PER_CHAR * runtime.settings.max_segment_chars
     items = []
     for segment in split_sentences(text, runtime.settings.max_segment_chars):
-        ids = runtime.front_end.phoneme_ids(segment)
-        if ids != runtime.empty_ids:
-            items.append(SynthesisItem(ids, speaker_id))
+        items.extend(_items(runtime, segment, speaker_id, max_ids))
     return items
+
+
+def _items(runtime: Runtime, segment: str, speaker_id: int, max_ids: int) -> list[SynthesisItem]:
+    """`segment` as one item, or, when its ids pass `max_ids`, as the items of its halves
+    (cut at whitespace or a comma where there is one)."""
+    ids = runtime.front_end.phoneme_ids(segment)
+    if ids == runtime.empty_ids:
+        return []
+    if len(ids) <= max_ids or len(segment) < 2:
+        return [SynthesisItem(ids, speaker_id)]
+    halves = split_sentences(segment, (len(segment) + 1) // 2)
+    return [item for half in halves for item in _items(runtime, half, speaker_id, max_ids)]
 
 
 async def plan_speech(

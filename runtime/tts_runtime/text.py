@@ -21,6 +21,13 @@ _SOFT_BREAKS = ",，、"  # noqa: RUF001
 
 # espeak-ng keeps global state (the current voice), so one phonemization at a time.
 _ESPEAK_LOCK = threading.Lock()
+# espeak-ng, as piper-tts bundles it, reads past a buffer and crashes the whole process
+# (SIGSEGV) on a clause with some 30-50 dots followed by something other than whitespace,
+# where a neighbour of the dot is not an ASCII letter or digit: "é.é.é.…", "a.;a.;…", a
+# dot with a combining mark on it, repeated (found by tests/runtime/test_fuzz_api.py). A
+# space after such a dot reads the same and keeps espeak-ng off that path; "3.14", "e.g."
+# and "www.example.com" stay as they are.
+_RISKY_DOT = re.compile(r"(?<![A-Za-z0-9])\.(?=\S)|\.(?=[^\sA-Za-z0-9])")
 
 Phonemizer = Callable[[str], list[str]]
 
@@ -115,6 +122,7 @@ def _espeak_phonemizer(config: VoiceConfig, config_path: Path) -> Phonemizer:
     clusters = {tuple(c) for c in config.vowel_clusters} or None
 
     def phonemize(text: str) -> list[str]:
+        text = _RISKY_DOT.sub(". ", text)
         with _ESPEAK_LOCK:
             sentences = espeak.phonemize(config.espeak_voice, text, vowel_clusters=clusters)
         # The caller already split the text into segments; keep one sequence per segment.

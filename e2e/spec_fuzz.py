@@ -1,0 +1,1 @@
+../tests/operator/spec_fuzz.py
