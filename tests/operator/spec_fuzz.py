@@ -80,7 +80,8 @@ def reproducible(examples: int, *, shrink: bool = True) -> settings:
 
 def field_path(path: Path, schema: Node = SCHEMA) -> str:
     """`path` (keys and indices below .spec) as the API server names a field:
-    spec.runtime.env[0].name, spec.model.voices[alloy]. Parts the schema does not describe
+    spec.runtime.env[0].name, spec.model.voices.alloy (a map's value: the API server's
+    schema validator names it with a dot, not brackets). Parts the schema does not describe
     (pydantic's union tags such as 'int' or 'constrained-str', keys inside a pass-through
     object) end the path; an unknown key of an object with properties is its last part."""
     text, node = "spec", schema
@@ -91,7 +92,7 @@ def field_path(path: Path, schema: Node = SCHEMA) -> str:
         elif properties is not None and part in properties:
             text, node = f"{text}.{part}", properties[part]
         elif isinstance(node.get("additionalProperties"), dict):
-            text, node = f"{text}[{part}]", node["additionalProperties"]
+            text, node = f"{text}.{part}", node["additionalProperties"]
         elif properties is not None and not node.get("x-kubernetes-preserve-unknown-fields"):
             return f"{text}.{part}"  # unknown field
         else:
@@ -276,8 +277,9 @@ def unknown_fields(value: Any, node: Node, path: Path = ()) -> set[str]:
 
 
 def stored_form(value: Any, node: Node) -> Any:
-    """What the API server keeps: null fields pruned (none is nullable), then each absent
-    field with a default set to it, recursively, as the apiextensions server defaults.
+    """What the API server keeps: null fields and map values pruned (none is nullable), then
+    each absent field with a default set to it, recursively, as the apiextensions server
+    defaults.
     Floats that are whole numbers come back as integers (Go writes 3.0 as 3)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
@@ -290,7 +292,9 @@ def stored_form(value: Any, node: Node) -> Any:
     extra = node.get("additionalProperties")
     out = {}
     for key, child in value.items():
-        if child is None and key in properties:
+        # Nulls are dropped from object fields and from map values alike (seen on the real
+        # API server: nodeSelector {"k": null} is stored without the key).
+        if child is None and (key in properties or isinstance(extra, dict)):
             continue
         schema = properties.get(key) or (extra if isinstance(extra, dict) else {})
         out[key] = stored_form(child, schema)
