@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tts_cluster import metrics_adapter
 from tts_cluster.base import LOOPBACK, ClusterError, free_port, wait_until
 from tts_cluster.processes import Component
 
@@ -203,13 +204,7 @@ class Autoscalers:
             return int(response.status) == 200
 
     def external_metrics_available(self) -> bool:
-        out = self.cluster.kubectl(
-            "get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "json", check=False
-        )
-        if out.returncode != 0:
-            return False
-        conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+        return metrics_adapter.available(self.cluster, "v1beta1.external.metrics.k8s.io")
 
     def wait_ready(self, timeout: float = 120) -> None:
         for name in ("prometheus", "keda-operator", "keda-adapter"):
@@ -240,34 +235,8 @@ def query(
 
 
 def external_metrics_api(port: int) -> list[dict[str, Any]]:
-    """external.metrics.k8s.io served by KEDA's adapter on loopback, through an ExternalName
-    Service the aggregator resolves itself (as for the custom-metrics test adapter)."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": KEDA_ADAPTER_SERVICE, "namespace": KEDA_NAMESPACE},
-            "spec": {
-                "type": "ExternalName",
-                "externalName": "localhost",
-                "ports": [{"name": "https", "port": port}],
-            },
-        },
-        {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
-            "spec": {
-                "group": "external.metrics.k8s.io",
-                "version": "v1beta1",
-                "service": {
-                    "name": KEDA_ADAPTER_SERVICE,
-                    "namespace": KEDA_NAMESPACE,
-                    "port": port,
-                },
-                "insecureSkipTLSVerify": True,  # a loopback hop from the API server
-                "groupPriorityMinimum": 100,
-                "versionPriority": 100,
-            },
-        },
-    ]
+    """external.metrics.k8s.io served by KEDA's adapter on loopback (as the custom-metrics
+    test adapter serves custom.metrics.k8s.io)."""
+    return metrics_adapter.loopback_api(
+        KEDA_ADAPTER_SERVICE, KEDA_NAMESPACE, port, "external.metrics.k8s.io", {"v1beta1": 100}
+    )

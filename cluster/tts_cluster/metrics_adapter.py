@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tts_cluster.base import ClusterError
 
@@ -14,47 +14,59 @@ if TYPE_CHECKING:
 ADAPTER_SERVICE = "custom-metrics-test-adapter"
 
 
-def register(cluster: LocalCluster) -> None:
-    """Serve custom.metrics.k8s.io from the test adapter through the aggregation layer.
+def loopback_api(
+    service: str, namespace: str, port: int, group: str, versions: dict[str, int]
+) -> list[dict[str, Any]]:
+    """An aggregated API (`group`, each version with its priority) served on localhost:PORT.
 
-    The adapter listens on loopback only, which no ClusterIP can reach: the APIService
-    points at an ExternalName Service, which the aggregator resolves to localhost:PORT itself.
+    A loopback server is what no ClusterIP can reach: the APIServices point at an
+    ExternalName Service, which the aggregator resolves to localhost:PORT itself.
     """
-    service = {
+    external_name = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": ADAPTER_SERVICE, "namespace": "kube-system"},
+        "metadata": {"name": service, "namespace": namespace},
         "spec": {
             "type": "ExternalName",
             "externalName": "localhost",
-            "ports": [{"name": "https", "port": cluster.ports.adapter}],
+            "ports": [{"name": "https", "port": port}],
         },
     }
     api_services = [
         {
             "apiVersion": "apiregistration.k8s.io/v1",
             "kind": "APIService",
-            "metadata": {"name": f"{version}.custom.metrics.k8s.io"},
+            "metadata": {"name": f"{version}.{group}"},
             "spec": {
-                "group": "custom.metrics.k8s.io",
+                "group": group,
                 "version": version,
-                "service": {
-                    "name": ADAPTER_SERVICE,
-                    "namespace": "kube-system",
-                    "port": cluster.ports.adapter,
-                },
-                "insecureSkipTLSVerify": True,  # the adapter serves a self-signed cert
+                "service": {"name": service, "namespace": namespace, "port": port},
+                "insecureSkipTLSVerify": True,  # a self-signed cert, one loopback hop away
                 "groupPriorityMinimum": 100,
                 "versionPriority": priority,
             },
         }
-        for version, priority in (("v1beta2", 200), ("v1beta1", 100))
+        for version, priority in versions.items()
     ]
-    cluster.apply(service, *api_services)
+    return [external_name, *api_services]
 
 
-def available(cluster: LocalCluster) -> bool:
-    out = cluster.kubectl("get", "apiservice", "v1beta2.custom.metrics.k8s.io", "-o", "json")
+def register(cluster: LocalCluster) -> None:
+    """Serve custom.metrics.k8s.io from the test adapter through the aggregation layer."""
+    cluster.apply(
+        *loopback_api(
+            ADAPTER_SERVICE,
+            "kube-system",
+            cluster.ports.adapter,
+            "custom.metrics.k8s.io",
+            {"v1beta2": 200, "v1beta1": 100},
+        )
+    )
+
+
+def available(cluster: LocalCluster, api_service: str = "v1beta2.custom.metrics.k8s.io") -> bool:
+    """Whether the APIService reports Available (raises while it does not exist)."""
+    out = cluster.kubectl("get", "apiservice", api_service, "-o", "json")
     conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
     return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
