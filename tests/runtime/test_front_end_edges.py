@@ -45,7 +45,8 @@ def phonemize_apart(config: str, texts: list[str]) -> subprocess.CompletedProces
 def test_the_front_end_survives_the_dots_that_crashed_espeak_ng(espeak_model_dir: Path) -> None:
     ours = phonemize_apart(str(espeak_model_dir / "model.onnx.json"), CRASHED_ESPEAK)
     assert ours.returncode == 0, (ours.returncode, ours.stderr.decode()[-2000:])
-    raw = phonemize_apart("raw", CRASHED_ESPEAK[:1])
+    # The crash is memory corruption, so one input may survive a run: any of them will do.
+    raw = phonemize_apart("raw", CRASHED_ESPEAK)
     assert raw.returncode != 0, (
         "espeak-ng no longer crashes on these: the _RISKY_DOT workaround in text.py can go"
     )
