@@ -112,10 +112,29 @@ def voice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Voice]:
 def alone(voice: Voice, listener: Listener) -> dict[str, float]:
     """WER of each sentence sent on its own (one request at a time: batches of one)."""
     before = voice.batches()
-    rates = {s: word_error_rate(s, listener.hear(voice.speak(s).content)) for s in SENTENCES}
-    after = voice.batches()
-    assert after[0] - before[0] == after[1] - before[1] == len(SENTENCES)  # really alone
+    rates = {s: _take(voice, listener, s, MAX_WER)[0] for s in SENTENCES}
+    items, calls = (a - b for a, b in zip(voice.batches(), before, strict=True))
+    assert items == calls >= len(SENTENCES)  # really alone (retakes included)
     return rates
+
+
+def _take(
+    voice: Voice, listener: Listener, text: str, bar: float, **fields: object
+) -> tuple[float, bytes]:
+    """The WER of `text` spoken with `fields`, and the clip.
+
+    A clip over `bar` gets one fresh take. Piper samples its noise afresh and tiny.en now
+    and then mishears a run of words (once, in CI, 4 of 10 at speed 1.5; none in 80 takes
+    of the same sentences here), and those two chances are independent from take to take.
+    A real defect (noise, a wrong row, a cut, a wrong rate) fails both takes.
+    """
+    pcm_rate = voice.sample_rate if fields.get("response_format") == "pcm" else None
+    for _ in range(2):
+        body = voice.speak(text, **fields).content
+        rate = word_error_rate(text, listener.hear(body, pcm_rate=pcm_rate))
+        if rate <= bar:
+            break
+    return rate, body
 
 
 def _report(rates: dict[str, float]) -> str:
@@ -192,9 +211,10 @@ def test_slow_and_fast_speech_is_intelligible_and_changes_length(
     ratios = []
     for text in texts:
         normal = voice.speak(text, response_format="wav").content
-        changed = voice.speak(text, response_format="wav", speed=speed).content
+        rates[text], changed = _take(
+            voice, listener, text, MAX_SENTENCE_WER, response_format="wav", speed=speed
+        )
         ratios.append(sf.info(io.BytesIO(changed)).duration / sf.info(io.BytesIO(normal)).duration)
-        rates[text] = word_error_rate(text, listener.hear(changed))
     assert _heard_every_sentence(list(rates.values())), _report(rates)
     mean_ratio = sum(ratios) / len(ratios)
     # Piper's length_scale is 1/speed; durations are rounded per phoneme and noise_w
@@ -207,9 +227,7 @@ def test_every_response_format_decodes_to_the_same_words(
     voice: Voice, listener: Listener, response_format: str
 ) -> None:
     texts = list(SENTENCES[10:12])
-    rates = {}
-    for text in texts:
-        body = voice.speak(text, response_format=response_format).content
-        rate = voice.sample_rate if response_format == "pcm" else None
-        rates[text] = word_error_rate(text, listener.hear(body, pcm_rate=rate))
+    rates = {
+        t: _take(voice, listener, t, MAX_WER, response_format=response_format)[0] for t in texts
+    }
     assert all(rate <= MAX_WER for rate in rates.values()), _report(rates)
