@@ -22,6 +22,9 @@ asyncio tasks of the operator's own.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import logging
 import random
 import threading
@@ -80,7 +83,14 @@ class Passes:
     ) -> None:
         self._settings = settings
         self._make_context = make_context or (
-            lambda s: Context(kube=Kube(load_client(), timeout=s.api_timeout_seconds), settings=s)
+            lambda s: Context(
+                kube=Kube(load_client(s.pass_workers), timeout=s.api_timeout_seconds), settings=s
+            )
+        )
+        # Passes block on the API server; asyncio's default pool has only CPUs + 4 threads,
+        # and a burst of new TTSServices would queue there, status refreshes behind creates.
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            settings.pass_workers, thread_name_prefix="pass"
         )
         self._context: Context | None = None
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -100,6 +110,12 @@ class Passes:
             if self._context is None:
                 self._context = self._make_context(self._settings)
             return self._context
+
+    async def _in_worker(self, *args: Any) -> None:
+        """self.run(*args) in a pass worker, with this task's context (kopf's event posting
+        reads it), as asyncio.to_thread does for its own pool."""
+        call = functools.partial(contextvars.copy_context().run, self.run, *args)
+        await asyncio.get_running_loop().run_in_executor(self._workers, call)
 
     def fresh_owner(self, namespace: str, name: str) -> Manifest | None:
         """The TTSService as stored now; None when it is gone or being deleted."""
@@ -133,7 +149,7 @@ class Passes:
         meta = body["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
         try:
-            await asyncio.to_thread(self.run, handler, *key, logger)
+            await self._in_worker(handler, *key, logger)
         except (kopf.TemporaryError, kopf.PermanentError):
             raise
         except Exception as err:
@@ -164,7 +180,7 @@ class Passes:
     async def _attempt(self, key: tuple[str, str], handler: str, logger: Any) -> None:
         """A full pass now; when it fails, a retry with backoff (retry.Deferred)."""
         try:
-            await asyncio.to_thread(self.run, handler, *key, logger)
+            await self._in_worker(handler, *key, logger)
         except Exception as err:  # judged by Deferred.failed: retried or logged
             self.deferred.failed(key, True, err)
         else:
@@ -173,9 +189,7 @@ class Passes:
     async def _put_off_pass(self, key: tuple[str, str], full: bool) -> None:
         """A status refresh gathered over status_delay_seconds, or a retry."""
         logger = Named(log, {"object": f"{key[0]}/{key[1]}"})
-        await asyncio.to_thread(
-            self.run, "retry" if full else "status", *key, logger, not full
-        )  # fmt: skip
+        await self._in_worker("retry" if full else "status", *key, logger, not full)
 
 
 def register(

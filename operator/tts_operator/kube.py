@@ -31,13 +31,18 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
     return f"{path}/{name}" if name else path
 
 
-def load_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+def load_client(connections: int | None = None) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config.
+    `connections`: how many threads use it at once; the pool keeps that many connections
+    open (a smaller pool drops the extras and pays a TLS handshake on each later request)."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    if connections is not None:
+        configuration.connection_pool_maxsize = max(connections, 1)
+    api = client.ApiClient(configuration)
     api.user_agent = USER_AGENT
     return api
 

@@ -47,6 +47,7 @@ from tts_operator.status import (
     compute_status,
     condition,
     degraded_status,
+    every_pod_ready,
 )
 from tts_operator.triage import Triage
 
@@ -245,6 +246,10 @@ def prune(ctx: Context, namespace: str, owner_uid: str, unwanted: list[ChildRef]
 
 
 def observe(ctx: Context, namespace: str, name: str, deployment: Manifest | None) -> Observed:
+    """The Deployment and, unless its status says every pod is Ready (then none can have a
+    problem to report), the pods: a LIST filters every pod in the namespace."""
+    if every_pod_ready(deployment):
+        return Observed(deployment=deployment, pods=[])
     pods = ctx.kube.list(POD.api_version, POD.kind, namespace, selector_string(name))
     return Observed(deployment=deployment, pods=pods)
 
@@ -329,6 +334,11 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
             raise kopf.PermanentError(problem.message) from err
         raise kopf.TemporaryError(problem.message, delay=ctx.settings.retry_seconds) from err
 
+    if live.get((DEPLOYMENT.kind, name)) is None:
+        # This pass created the Deployment: it has no ReplicaSet, so no pods, yet. Listing
+        # them would cost a request per new TTSService for nothing; its rollout events bring
+        # the status refresh that counts them.
+        return _report_observed(ctx, body, spec, Observed(deployment=deployment, pods=[]))
     return _report_observed(ctx, body, spec, observe(ctx, namespace, name, deployment))
 
 

@@ -56,6 +56,10 @@ class OperatorSettings(BaseSettings):
     also the longest backoff step between retries of a failed event-triggered pass."""
     api_timeout_seconds: float = Field(default=30.0, gt=0.0, le=600.0)
     """Longest one request to the API server may take; then it fails and is retried."""
+    pass_workers: int = Field(default=16, ge=1, le=256)
+    """How many passes run at once (worker threads, each with its own connection to the API
+    server). A pass spends nearly all its time waiting on the API server, so a burst of new
+    TTSServices goes as fast as the API server allows only with more workers than CPUs."""
     status_delay_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
     """How long a status refresh asked by a Deployment or pod event waits, so the events of
     one rollout step (they come in bursts) share one refresh."""

@@ -134,6 +134,26 @@ def pod_facts(pod: dict[str, Any]) -> PodFacts | None:
     return PodFacts(unschedulable, fetch_failures, fetch_why, waiting)
 
 
+def every_pod_ready(dep: dict[str, Any] | None) -> bool:
+    """Whether the Deployment's current status says every pod it has is Ready. Then no pod
+    can show a problem (pod_facts needs a pending, waiting or failed-download pod, and none
+    of those is Ready), so a status pass need not list them. When a pod goes wrong, its
+    Deployment's ready count drops, and that event brings a pass that lists."""
+    if dep is None:
+        return False
+    status = dep.get("status") or {}
+    counts = (
+        status.get("replicas", 0),
+        status.get("readyReplicas", 0),
+        status.get("updatedReplicas", 0),
+    )
+    return (
+        status.get("observedGeneration") == _get(dep, "metadata", "generation")
+        and set(counts) == {_get(dep, "spec", "replicas", default=1)}
+        and not status.get("unavailableReplicas")
+    )
+
+
 def pod_problem(pods: list[dict[str, Any]], gpu_resource: str) -> Problem | None:
     """The most actionable problem among the pods: GPUs the scheduler cannot find first."""
     facts = [f for f in map(pod_facts, pods) if f is not None]

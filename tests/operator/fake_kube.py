@@ -26,6 +26,8 @@ class FakeKube:
         """Kinds whose API the cluster does not serve (a CRD not installed): apply is a 404."""
         self.applied: list[Key] = []
         self.deleted: list[Key] = []
+        self.listed: list[tuple[str, str, str]] = []
+        """(kind, namespace, label selector) of each list call."""
 
     def add(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
@@ -87,6 +89,7 @@ class FakeKube:
     def list(
         self, api_version: str, kind: str, namespace: str, selector: str
     ) -> list[dict[str, Any]]:
+        self.listed.append((kind, namespace, selector))
         wanted = dict(part.split("=", 1) for part in selector.split(","))
         return [
             copy.deepcopy(o)

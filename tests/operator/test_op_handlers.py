@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -382,3 +383,38 @@ def test_a_taken_child_name_makes_create_retry_without_writing(
         run(create(handlers, kube))
     assert kube.applied == [] and kube.find("Service", NS, "voice") == victim
     assert reasons(kube)["Degraded"] == "ChildConflict"
+
+
+class MeetingKube(FakeKube):
+    """Each read of a TTSService waits (up to a second) until `parties` passes read at once."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(parties, timeout=1.0)
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "TTSService":
+            self.meeting.wait()
+        return super().get(api_version, kind, namespace, name)
+
+
+@pytest.mark.parametrize(("workers", "all_done"), [(4, True), (3, False)])
+def test_passes_run_side_by_side_in_pass_workers_threads(workers: int, all_done: bool) -> None:
+    """Four creates at once meet only with four workers: a pass waits on the API server, so a
+    burst of new TTSServices must not queue behind a pool sized for the CPUs."""
+    kube = MeetingKube(parties=4)
+    kube.add({"kind": "PersistentVolumeClaim", "metadata": {"name": "voices", "namespace": NS}})
+    for i in range(4):
+        kube.add(tts_body({"model": {"uri": "pvc://voices/en"}}, name=f"voice-{i}", namespace=NS))
+    settings = OperatorSettings(pass_workers=workers)
+    passes = Passes(settings, lambda s: Context(kube=kube, settings=s, events=lambda *a: None))
+
+    async def creates() -> list[Any]:
+        bodies = [body_of(kube, "TTSService", f"voice-{i}") for i in range(4)]
+        calls = [passes.change("create", b, LOG, 0) for b in bodies]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(creates())
+    assert (results == [None] * 4) is all_done, results
+    created = [kube.find("Deployment", NS, f"voice-{i}") is not None for i in range(4)]
+    assert all(created) is all_done

@@ -245,6 +245,37 @@ def test_status_follows_pods_without_applying(ctx: Context, kube: FakeKube) -> N
     assert kube.changes == changes  # status only: no child was written
 
 
+def test_the_pass_that_creates_the_deployment_lists_no_pods(ctx: Context, kube: FakeKube) -> None:
+    stored_tts(kube, SPEC)
+    run(ctx, kube)
+    assert kube.listed == []  # a Deployment created a moment ago has no pods yet
+    kube.add(unschedulable_pod("0/2 nodes are available: 2 Insufficient nvidia.com/gpu."))
+    status = run(ctx, kube)  # the Deployment exists now: its pods count
+    assert [kind for kind, _, _ in kube.listed] == ["Pod"]
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Degraded"] == "InsufficientGPU"
+
+
+def test_a_status_refresh_lists_pods_only_while_some_are_not_ready(
+    ctx: Context, kube: FakeKube
+) -> None:
+    stored_tts(kube, SPEC)
+    run(ctx, kube)
+    dep = kube.find("Deployment", NS, "voice")
+    assert dep is not None
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "replicas": 3, "readyReplicas": 2}
+    dep["status"]["updatedReplicas"] = 3
+    kube.add(unschedulable_pod("0/2 nodes are available: 2 Insufficient nvidia.com/gpu."))
+    body = kube.find("TTSService", NS, "voice")
+    assert body is not None
+    status = refresh_status(ctx, copy.deepcopy(body))
+    assert status is not None and len(kube.listed) == 1  # one not Ready: look at them
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Degraded"] == "InsufficientGPU"
+    dep["status"]["readyReplicas"] = 3
+    assert refresh_status(ctx, copy.deepcopy(body)) is not None
+    assert len(kube.listed) == 1  # all Ready by the Deployment's own count: no LIST
+
+
 def test_owner_name_from_owner_reference_or_pod_label() -> None:
     child = {
         "kind": "Service",

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from op_helpers import unschedulable_pod
 from tts_operator.models import TTSServiceSpec
-from tts_operator.status import Observed, Problem, compute_status, degraded_status, pod_problem
+from tts_operator.status import (
+    Observed,
+    Problem,
+    compute_status,
+    degraded_status,
+    every_pod_ready,
+    pod_problem,
+)
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -237,3 +244,20 @@ def test_degraded_status_keeps_counts(previous: dict[str, Any] | None) -> None:
     assert status["observedGeneration"] == 8
     if previous:
         assert status["replicas"] == 2 and status["selector"] == "x=y"
+
+
+def test_every_pod_ready_only_when_the_current_status_counts_all_pods_ready() -> None:
+    assert every_pod_ready(deployment())
+    assert every_pod_ready(deployment(desired=0, ready=0, updated=0, total=0))
+    assert not every_pod_ready(None)
+    assert not every_pod_ready(deployment(ready=1))  # one pod not Ready: it may be stuck
+    assert not every_pod_ready(deployment(total=3, ready=3))  # a surge pod beside them
+    assert not every_pod_ready(deployment(updated=1))  # a rollout under way
+    assert not every_pod_ready(deployment(desired=3))  # one pod still missing
+    stale = deployment()
+    stale["metadata"]["generation"] = 5  # the controller has not seen the new spec yet
+    assert not every_pod_ready(stale)
+    unavailable = deployment()
+    unavailable["status"]["unavailableReplicas"] = 1
+    assert not every_pod_ready(unavailable)
+    assert not every_pod_ready({"metadata": {"generation": 1}, "spec": {"replicas": 1}})
