@@ -8,6 +8,7 @@ import time
 import pytest
 import realnode
 from kubeapi import wait_for
+from kubernetes import client
 from ttschildren import instance_selector
 
 pytestmark = pytest.mark.realnode
@@ -37,9 +38,16 @@ def test_a_killed_pod_costs_at_most_its_in_flight_requests(stage: realnode.Stage
         return victim not in names and len(pods) == 2 and ready
 
     def unrouted() -> bool:
-        endpoints = kube.plain(kube.core.read_namespaced_endpoints(NAME, ns))
-        addresses = [a for s in endpoints.get("subsets") or [] for a in s.get("addresses") or []]
-        return victim not in {(a.get("targetRef") or {}).get("name") for a in addresses}
+        # What kube-proxy routes to: the Service's EndpointSlices' ready endpoints (a
+        # terminating pod stays listed, not ready).
+        slices = kube.plain(
+            client.DiscoveryV1Api(kube.api_client).list_namespaced_endpoint_slice(
+                ns, label_selector=f"kubernetes.io/service-name={NAME}"
+            )
+        )["items"]
+        endpoints = [e for s in slices for e in s.get("endpoints") or []]
+        ready = [e for e in endpoints if (e.get("conditions") or {}).get("ready")]
+        return victim not in {(e.get("targetRef") or {}).get("name") for e in ready}
 
     wait_for("the Service to stop routing to the killed pod", unrouted, 60, every=0.2)
     # The client pod shares this kernel's monotonic clock: its timestamps compare with ours.

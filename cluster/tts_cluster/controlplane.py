@@ -16,6 +16,7 @@ gone. This supervisor is small and owns every process it starts.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import ssl
@@ -39,6 +40,11 @@ from tts_cluster.pki import Pki, b64
 from tts_cluster.processes import Component, is_process_of, signal_group
 
 HPA_SYNC_PERIOD = "2s"
+# Go's garbage collector for the control plane's processes: they share two CPUs with
+# everything they test, and memory is plentiful, so they collect at 4x the live heap instead
+# of 2x. The 1,000-TTSService bench measured 12 % less API server CPU (docs/benchmarks.md).
+# A GOGC in the caller's environment wins.
+CONTROL_PLANE_GOGC = "400"
 CONTROLLERS = (
     "garbage-collector-controller",
     "deployment-controller",
@@ -47,7 +53,10 @@ CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
-    "endpoints-controller",
+    # Services get EndpointSlices only, which kube-proxy and CoreDNS read. The legacy
+    # Endpoints controller (the v1 Endpoints API is deprecated since v1.33) would write a
+    # second copy of every Service's endpoints: a tenth of the control plane's CPU in the
+    # 1,000-TTSService bench (docs/benchmarks.md).
     "endpointslice-controller",
     "disruption-controller",
     # Real pods: projected service-account volumes need the kube-root-ca.crt ConfigMap,
@@ -265,8 +274,9 @@ class LocalCluster:
             ],
         }
         logs = w / "logs"
+        go_env = {"GOGC": CONTROL_PLANE_GOGC, **os.environ}
         self.components = {
-            name: Component(name, argv, logs / f"{name}.log", detach=self.detach)
+            name: Component(name, argv, logs / f"{name}.log", detach=self.detach, env=go_env)
             for name, argv in specs.items()
         }
 
