@@ -6,7 +6,9 @@ Prints the time until every TTSService reports Ready=True, the passes per TTSSer
 the operator's tts_operator_reconciles_total, by handler), the API writes per TTSService
 (the operator's own, from its tts_operator_api_writes_total by verb and kind, plus kopf's
 bookkeeping patches, from the API server's apiserver_request_total), and the operator
-process's peak resident memory (VmHWM), each beside the issue's target. Runs its own cluster
+process's peak resident memory (VmHWM), each beside the issue's target. Then where the time
+went: when the objects reached each stage on the way to Ready (from their own timestamps),
+and the CPU seconds and peak memory of every process. Runs its own cluster
 (stub GPU nodes, kwok pods), so the figure is the operator plus a real API server, controller
 manager and scheduler; no container runs.
 
@@ -17,12 +19,16 @@ Usage: hack/scale_bench.py [--count 100] [--gpus-per-node 8] [--timeout 600]
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
+import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 from kubeapi import E2EKube, condition, tts_body
+from kubernetes import watch
 from operatorproc import OperatorProcess
 from prometheus_client.parser import text_string_to_metric_families
 from tts_cluster import REPO_ROOT, LocalCluster, locate_binaries
@@ -59,11 +66,71 @@ def vm_hwm_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def ready_count(kube: E2EKube) -> int:
-    items = kube.custom.list_namespaced_custom_object(
-        "ttsoperator.io", "v1alpha1", NAMESPACE, "ttsservices"
-    )["items"]
-    return sum(1 for t in items if (condition(t, "Ready") or {}).get("status") == "True")
+class ReadyWatch(threading.Thread):
+    """When each TTSService first reports Ready=True (seconds since `start`), from one watch
+    started before the apply: listing 1,000 objects every second would load the API server
+    being measured."""
+
+    def __init__(self, kube: E2EKube, count: int, start: float, timeout: float) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.count, self.start_at, self.timeout = kube, count, start, timeout
+        self.ready_at: dict[str, float] = {}
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        stream: Any = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            while len(self.ready_at) < self.count:
+                left = self.timeout - (time.monotonic() - self.start_at)
+                if left <= 0:
+                    return
+                for event in stream.stream(
+                    self.kube.custom.list_namespaced_custom_object,
+                    "ttsoperator.io", "v1alpha1", NAMESPACE, "ttsservices",
+                    timeout_seconds=max(1, int(min(left, 60))),
+                ):  # fmt: skip
+                    self._saw(event["object"])
+                    if len(self.ready_at) == self.count:
+                        stream.stop()
+        except Exception as err:  # reported by times()
+            self.error = err
+
+    def _saw(self, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if name not in self.ready_at and (condition(obj, "Ready") or {}).get("status") == "True":
+            self.ready_at[name] = time.monotonic() - self.start_at
+
+    def times(self) -> list[float]:
+        self.join(self.timeout + 60)
+        if self.error is not None:
+            raise RuntimeError(f"the Ready watch failed: {self.error}") from self.error
+        if len(self.ready_at) < self.count:
+            raise RuntimeError(
+                f"only {len(self.ready_at)}/{self.count} Ready after {self.timeout:.0f}s"
+            )
+        return sorted(self.ready_at.values())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(cluster: LocalCluster, operator_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each control-plane process, the operator, and this script's
+    finished children (kubectl)."""
+    out = {
+        name: cpu_seconds(c.pid)
+        for name, c in cluster.components.items()
+        if c.pid is not None and c.running
+    }
+    out["tts-operator"] = cpu_seconds(operator_pid)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["kubectl"] = children.ru_utime + children.ru_stime
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    out["this script"] = own.ru_utime + own.ru_stime
+    return out
 
 
 def by_label(operator: OperatorProcess, name: str, *labels: str) -> dict[tuple[str, ...], float]:
@@ -105,6 +172,52 @@ def apiserver_writes(cluster: LocalCluster) -> dict[str, float]:
     return out
 
 
+def _stamp(value: str | None) -> float | None:
+    """An RFC 3339 timestamp of the API server's (whole seconds) as a Unix time."""
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _transition(obj: dict[str, Any], type_: str, reason: str | None = None) -> float | None:
+    found = condition(obj, type_) or {}
+    if found.get("status") != "True" or (reason and found.get("reason") != reason):
+        return None
+    return _stamp(found.get("lastUpdateTime") or found.get("lastTransitionTime"))
+
+
+def stage_times(kube: E2EKube, started: float) -> dict[str, list[float]]:
+    """When each object reached each stage of the way to Ready, in seconds after the apply
+    started, read from the objects' own timestamps (whole seconds): which stage the time
+    goes to."""
+    listed = {
+        "tts": kube.custom.list_namespaced_custom_object(
+            "ttsoperator.io", "v1alpha1", NAMESPACE, "ttsservices"
+        )["items"],
+        "deployments": kube.plain(kube.apps.list_namespaced_deployment(NAMESPACE))["items"],
+        "pods": kube.plain(kube.core.list_namespaced_pod(NAMESPACE))["items"],
+    }
+
+    def created(obj: dict[str, Any]) -> float | None:
+        return _stamp(obj["metadata"].get("creationTimestamp"))
+
+    stages = {
+        "TTSService created": [created(o) for o in listed["tts"]],
+        "Deployment created": [created(o) for o in listed["deployments"]],
+        "pod created": [created(o) for o in listed["pods"]],
+        "pod scheduled": [_transition(o, "PodScheduled") for o in listed["pods"]],
+        "pod Ready": [_transition(o, "Ready") for o in listed["pods"]],
+        "Deployment rolled out": [
+            _transition(o, "Progressing", "NewReplicaSetAvailable") for o in listed["deployments"]
+        ],
+        "TTSService Ready": [_transition(o, "Ready") for o in listed["tts"]],
+    }
+    return {
+        stage: sorted(t - started for t in times if t is not None)
+        for stage, times in stages.items()
+    }
+
+
 def diff(after: dict[Any, float], before: dict[Any, float]) -> dict[Any, float]:
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
@@ -141,30 +254,37 @@ def run(count: int, gpus_per_node: int, timeout: float) -> dict[str, Any]:
         passes_before = by_label(operator, "tts_operator_reconciles_total", "handler")
         writes_before = by_label(operator, "tts_operator_api_writes_total", "verb", "kind")
         server_before = apiserver_writes(cluster)
-        start = time.monotonic()
+        cpu_before = cpu_by_process(cluster, pid)
+        start, started_at = time.monotonic(), time.time()
+        watcher = ReadyWatch(kube, count, start, timeout)
+        watcher.start()
         cluster.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, timeout=600)
         applied = time.monotonic() - start
 
-        ready, samples = 0, []
-        while ready < count:
-            if time.monotonic() - start > timeout:
-                raise RuntimeError(f"only {ready}/{count} Ready after {timeout:.0f}s")
-            time.sleep(1.0)
-            ready = ready_count(kube)
-            samples.append((round(time.monotonic() - start, 1), ready))
-        elapsed = time.monotonic() - start
+        ready_times = watcher.times()
+        elapsed = ready_times[-1]
+        cpu = diff(cpu_by_process(cluster, pid), cpu_before)
+        peaks = {
+            name: vm_hwm_mib(c.pid)
+            for name, c in cluster.components.items()
+            if c.pid is not None and c.running
+        }
         peak_mib = vm_hwm_mib(pid)
         passes = diff(by_label(operator, "tts_operator_reconciles_total", "handler"), passes_before)
         writes = diff(
             by_label(operator, "tts_operator_api_writes_total", "verb", "kind"), writes_before
         )
         server = diff(apiserver_writes(cluster), server_before)
+        stages = stage_times(kube, started_at)
         return {
+            "stages": stages,
+            "cpu": cpu,
+            "component_peak_mib": peaks,
             "count": count,
             "nodes": len(nodes),
             "apply_s": applied,
             "all_ready_s": elapsed,
-            "half_ready_s": next(t for t, n in samples if n >= count / 2),
+            "half_ready_s": ready_times[(count - 1) // 2],
             "passes": {k[0]: v for k, v in passes.items()},
             "writes": {f"{k[0]} {k[1]}": v for k, v in writes.items()},
             "kopf_writes": server.get("kopf", 0.0),
@@ -236,6 +356,23 @@ def main() -> int:
         f"cross-check: the API server counted {r['server_operator_writes']:.0f} operator writes "
         f"(applies/deletes of children, status patches); its counter says {own_writes:.0f}"
     )
+    print()
+    print("when each stage was reached, seconds after the apply started (objects' timestamps):")
+    print()
+    print("| stage | objects | first | half | all |")
+    print("|---|---|---|---|---|")
+    for stage, times in r["stages"].items():
+        if times:
+            half = times[(len(times) - 1) // 2]
+            print(f"| {stage} | {len(times)} | {times[0]:.0f} | {half:.0f} | {times[-1]:.0f} |")
+    print()
+    window = f"{r['all_ready_s']:.0f} s on {cpus} CPUs"
+    print(f"CPU seconds used from the apply until all Ready ({window}), and peak memory:")
+    peaks = {**r["component_peak_mib"], "tts-operator": r["operator_peak_rss_mib"]}
+    for name, seconds in sorted(r["cpu"].items(), key=lambda kv: -kv[1]):
+        peak = f", peak RSS {peaks[name]:.0f} MiB" if name in peaks else ""
+        print(f"- {name}: {seconds:.1f} s{peak}")
+    print(f"- all: {sum(r['cpu'].values()):.1f} s")
     return 0
 
 
