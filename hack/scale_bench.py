@@ -120,11 +120,7 @@ def cpu_seconds(pid: int) -> float:
 def cpu_by_process(cluster: LocalCluster, operator_pid: int) -> dict[str, float]:
     """CPU seconds so far of each control-plane process, the operator, and this script's
     finished children (kubectl)."""
-    out = {
-        name: cpu_seconds(c.pid)
-        for name, c in cluster.components.items()
-        if c.pid is not None and c.running
-    }
+    out = {name: cpu_seconds(pid) for name, pid in cluster.component_pids().items()}
     out["tts-operator"] = cpu_seconds(operator_pid)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["kubectl"] = children.ru_utime + children.ru_stime
@@ -264,11 +260,7 @@ def run(count: int, gpus_per_node: int, timeout: float) -> dict[str, Any]:
         ready_times = watcher.times()
         elapsed = ready_times[-1]
         cpu = diff(cpu_by_process(cluster, pid), cpu_before)
-        peaks = {
-            name: vm_hwm_mib(c.pid)
-            for name, c in cluster.components.items()
-            if c.pid is not None and c.running
-        }
+        peaks = {name: vm_hwm_mib(p) for name, p in cluster.component_pids().items()}
         peak_mib = vm_hwm_mib(pid)
         passes = diff(by_label(operator, "tts_operator_reconciles_total", "handler"), passes_before)
         writes = diff(

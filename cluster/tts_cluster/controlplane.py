@@ -154,8 +154,14 @@ class LocalCluster:
             component.stop()
         self.network.down()
 
+    def component_pids(self) -> dict[str, int]:
+        """The pid of each running control-plane process, by component name."""
+        return {
+            name: c.pid for name, c in self.components.items() if c.pid is not None and c.running
+        }
+
     def pids(self) -> list[int]:
-        return [c.pid for c in self.components.values() if c.pid is not None and c.running]
+        return list(self.component_pids().values())
 
     def restart(self, name: str) -> None:
         """Stop one component and start it again on the same ports and data."""

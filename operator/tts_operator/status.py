@@ -139,18 +139,12 @@ def every_pod_ready(dep: dict[str, Any] | None) -> bool:
     can show a problem (pod_facts needs a pending, waiting or failed-download pod, and none
     of those is Ready), so a status pass need not list them. When a pod goes wrong, its
     Deployment's ready count drops, and that event brings a pass that lists."""
-    if dep is None:
-        return False
-    status = dep.get("status") or {}
-    counts = (
-        status.get("replicas", 0),
-        status.get("readyReplicas", 0),
-        status.get("updatedReplicas", 0),
-    )
+    r = _Rollout.of(dep, default_replicas=1)
     return (
-        status.get("observedGeneration") == _get(dep, "metadata", "generation")
-        and set(counts) == {_get(dep, "spec", "replicas", default=1)}
-        and not status.get("unavailableReplicas")
+        r.present
+        and r.current
+        and r.total == r.ready == r.updated == r.desired
+        and not _get(dep, "status", "unavailableReplicas")
     )
 
 
