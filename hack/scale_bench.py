@@ -143,28 +143,33 @@ def by_label(operator: OperatorProcess, name: str, *labels: str) -> dict[tuple[s
     return out
 
 
-def apiserver_writes(cluster: LocalCluster) -> dict[str, float]:
-    """Write requests the API server counted (apiserver_request_total): kopf's patches of
-    TTSServices (their bookkeeping annotations), the operator's status patches, and the
-    server-side applies and deletes of the operator's children."""
+def apiserver_requests(cluster: LocalCluster) -> dict[tuple[str, str, str], float]:
+    """Every request the API server counted (apiserver_request_total), by verb, resource and
+    subresource, from all clients: where the control plane's work goes."""
     code, body = cluster.api_get("/metrics", timeout=30)
     if code != 200:
         raise RuntimeError(f"the API server's /metrics answered {code}")
-    out = {"kopf": 0.0, "status": 0.0, "children": 0.0}
+    out: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name != "apiserver_request_total":
-                continue
-            labels = sample.labels
-            resource, sub, verb = (
-                labels.get("resource"),
-                labels.get("subresource"),
-                labels.get("verb"),
-            )
-            if resource == "ttsservices" and verb == "PATCH":
-                out["status" if sub == "status" else "kopf"] += sample.value
-            elif resource in CHILD_RESOURCES and not sub and verb in ("APPLY", "DELETE"):
-                out["children"] += sample.value
+            if sample.name == "apiserver_request_total":
+                labels = sample.labels
+                key = (labels.get("verb", ""), labels.get("resource", ""),
+                       labels.get("subresource", ""))  # fmt: skip
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def operator_writes(requests: dict[tuple[str, str, str], float]) -> dict[str, float]:
+    """The writes of the operator among the API server's requests: kopf's patches of
+    TTSServices (their bookkeeping annotations), the operator's status patches, and the
+    server-side applies and deletes of the operator's children."""
+    out = {"kopf": 0.0, "status": 0.0, "children": 0.0}
+    for (verb, plural, sub), value in requests.items():
+        if plural == "ttsservices" and verb == "PATCH":
+            out["status" if sub == "status" else "kopf"] += value
+        elif plural in CHILD_RESOURCES and not sub and verb in ("APPLY", "DELETE"):
+            out["children"] += value
     return out
 
 
@@ -249,7 +254,7 @@ def run(count: int, gpus_per_node: int, timeout: float) -> dict[str, Any]:
         manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
         passes_before = by_label(operator, "tts_operator_reconciles_total", "handler")
         writes_before = by_label(operator, "tts_operator_api_writes_total", "verb", "kind")
-        server_before = apiserver_writes(cluster)
+        requests_before = apiserver_requests(cluster)
         cpu_before = cpu_by_process(cluster, pid)
         start, started_at = time.monotonic(), time.time()
         watcher = ReadyWatch(kube, count, start, timeout)
@@ -266,10 +271,12 @@ def run(count: int, gpus_per_node: int, timeout: float) -> dict[str, Any]:
         writes = diff(
             by_label(operator, "tts_operator_api_writes_total", "verb", "kind"), writes_before
         )
-        server = diff(apiserver_writes(cluster), server_before)
+        requests = diff(apiserver_requests(cluster), requests_before)
+        server = operator_writes(requests)
         stages = stage_times(kube, started_at)
         return {
             "stages": stages,
+            "requests": requests,
             "cpu": cpu,
             "component_peak_mib": peaks,
             "count": count,
@@ -357,6 +364,18 @@ def main() -> int:
         if times:
             half = times[(len(times) - 1) // 2]
             print(f"| {stage} | {len(times)} | {times[0]:.0f} | {half:.0f} | {times[-1]:.0f} |")
+    print()
+    print("API server requests from all clients, by verb and resource (per TTSService):")
+    print()
+    print("| verb | resource | requests | per TTSService |")
+    print("|---|---|---|---|")
+    ranked = sorted(r["requests"].items(), key=lambda kv: -kv[1])
+    for (verb, plural, sub), value in ranked:
+        if value / n >= 0.05:
+            what = f"{plural}/{sub}" if sub else plural
+            print(f"| {verb} | {what} | {value:.0f} | {value / n:.2f} |")
+    every = sum(r["requests"].values())
+    print(f"| all | | {every:.0f} | {every / n:.2f} |")
     print()
     window = f"{r['all_ready_s']:.0f} s on {cpus} CPUs"
     print(f"CPU seconds used from the apply until all Ready ({window}), and peak memory:")
