@@ -15,7 +15,7 @@ writes) can be made to fail on purpose:
   request timeout, so the operator sees a timeout of a request that did happen;
 - `reset`: forwarded, then the connection is dropped instead of answered.
 
-kopf's own requests (its watches, its bookkeeping patches, peering) always pass: the faults
+kopf's own requests (its watches, peering) always pass: the faults
 are aimed at the passes, and kopf retries its own requests. Everything runs in one thread
 with its own event loop; the test changes the plan from its thread.
 """

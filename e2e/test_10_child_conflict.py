@@ -57,12 +57,10 @@ def wait_warning(kube: E2EKube, namespace: str, name: str, names: str) -> dict[s
     return wait_for(f"a Warning ChildConflict event naming {names}", posted, 30)
 
 
-def wait_retries(operator: OperatorProcess, handler: str, passes: int = 2) -> None:
+def wait_retries(operator: OperatorProcess, passes: int = 2) -> None:
     """The operator retried the refused pass (a retry must not write either)."""
-    runs = operator.reconciles(handler)
-    wait_for(
-        f"{passes} more {handler} passes", lambda: operator.reconciles(handler) >= runs + passes, 30
-    )
+    runs = operator.reconciles("retry")
+    wait_for(f"{passes} more retries", lambda: operator.reconciles("retry") >= runs + passes, 30)
 
 
 def test_tts_named_like_a_service_does_not_take_it_over(
@@ -103,7 +101,7 @@ def test_tts_named_like_a_service_does_not_take_it_over(
     assert (ready["status"], ready["reason"]) == ("False", "ChildConflict")
     assert "endpoint" not in tts["status"]  # the Service at that name is not ours
     wait_warning(kube, namespace, NAME, "Service/payments")
-    wait_retries(running_operator, "create")
+    wait_retries(running_operator)
 
     service = kube.service(namespace, NAME)
     assert service["spec"]["selector"] == {"app": "payments"}
@@ -140,7 +138,7 @@ def test_tts_named_like_a_configmap_waits_until_it_is_gone(
         in ((condition(tts, "Degraded") or {})["message"])
     )
     wait_warning(kube, namespace, name, f"ConfigMap/{name}-runtime")
-    wait_retries(running_operator, "create")
+    wait_retries(running_operator)
     assert kube.configmap(namespace, f"{name}-runtime") == victim
     assert not any(labelled_children(kube, namespace, name).values())
 

@@ -1,15 +1,23 @@
 """Thin kopf handlers: they find the TTSService and start a pass (`reconcile` or
 `refresh_status`) in a worker thread.
 
-- create / update / resume of a TTSService: reconcile it now (kopf retries a failure).
+- a TTSService's own watch event: reconcile it now when its spec (metadata.generation) has
+  not had a pass in this process yet: when it is new, edited, or first listed after the
+  operator starts (kopf's create, update and resume, without kopf's bookkeeping). Its
+  status patches, label edits and re-lists change no generation and run no pass.
 - events of the owned kinds (kinds.CHILDREN: ConfigMaps, Deployments, Services, HPAs, PDBs;
   managed-by label) and of its pods: triage.py says what the event needs. A child deleted,
   or edited away from what the operator applies: reconcile the owner now, so it is put
   back. The Deployment's rollout numbers or a pod's problem changed: refresh the owner's
   status after status_delay_seconds (the events of one rollout step share it). Anything
   else: nothing.
-- a pass started by an event that fails with an error that may pass (a 5xx, a timeout, a
-  conflict, "not yet"): retried with backoff until one succeeds (retry.Deferred).
+- a pass that fails with an error that may pass (a 5xx, a timeout, a conflict, "not yet"):
+  retried with backoff until one succeeds (retry.Deferred).
+
+A TTSService is watched with kopf.on.event, not on.create / on.update / on.resume: those
+make kopf patch its bookkeeping (the last handled spec, handler progress) into every
+TTSService's annotations and diff every watch event against it, a write and a fifth of the
+operator's CPU per TTSService at scale (docs/benchmarks.md), for what the generation says.
 
 No timer, daemon or on.delete handler: kopf puts its finalizer on every object that such a
 handler matches (a timer always counts), and then deleting a TTSService, or its namespace,
@@ -40,7 +48,7 @@ from tts_operator.kinds import CHILDREN, POD, TTSSERVICE, Kind, Manifest
 from tts_operator.kube import Kube, load_client
 from tts_operator.metrics import observed
 from tts_operator.reconcile import Context, owner_name, reconcile, refresh_status
-from tts_operator.retry import Backoff, Deferred, describe, retryable
+from tts_operator.retry import Backoff, Deferred
 from tts_operator.settings import OperatorSettings
 from tts_operator.status import READY, condition
 from tts_operator.triage import Need
@@ -57,6 +65,13 @@ def gvp(kind: Kind) -> tuple[str, str, str]:
 def plain(body: Mapping[str, Any]) -> Manifest:
     """A kopf Body as a dict, to read only (its values are the watch event's own)."""
     return {k: body[k] for k in body}
+
+
+def spec_version(owner: Mapping[str, Any]) -> tuple[str, int]:
+    """(uid, generation) of a TTSService: the API server raises the generation on every
+    spec change, and on nothing else (labels, annotations, status)."""
+    meta = owner["metadata"]
+    return str(meta.get("uid", "")), int(meta.get("generation") or 0)
 
 
 class Named(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -94,6 +109,10 @@ class Passes:
         )
         self._context: Context | None = None
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        # (uid, generation) of the latest spec each TTSService's full pass started on: its
+        # watch events with that generation (status patches, label edits, re-lists) need
+        # none. The uid tells a TTSService deleted and made anew (generation 1 again).
+        self._passed: dict[tuple[str, str], tuple[str, int]] = {}
         self._locks_guard = threading.Lock()
         self._rand = rand
         self.deferred = Deferred(
@@ -111,11 +130,16 @@ class Passes:
                 self._context = self._make_context(self._settings)
             return self._context
 
-    async def _in_worker(self, *args: Any) -> None:
-        """self.run(*args) in a pass worker, with this task's context (kopf's event posting
-        reads it), as asyncio.to_thread does for its own pool."""
-        call = functools.partial(contextvars.copy_context().run, self.run, *args)
-        await asyncio.get_running_loop().run_in_executor(self._workers, call)
+    async def _in_worker(self, handler: str, namespace: str, name: str, *args: Any) -> None:
+        """self.run(...) in a pass worker, with this task's context (kopf's event posting
+        reads it), as asyncio.to_thread does for its own pool; then the status refresh a
+        new TTSService's first pass leaves to later."""
+        call = functools.partial(
+            contextvars.copy_context().run, self.run, handler, namespace, name, *args
+        )
+        if await asyncio.get_running_loop().run_in_executor(self._workers, call):
+            delay = self._settings.status_delay_seconds
+            self.deferred.request((namespace, name), False, delay)
 
     def fresh_owner(self, namespace: str, name: str) -> Manifest | None:
         """The TTSService as stored now; None when it is gone or being deleted."""
@@ -126,45 +150,62 @@ class Passes:
 
     def run(
         self, handler: str, namespace: str, name: str, logger: Any, status_only: bool = False
-    ) -> None:
-        """One pass, in the calling (worker) thread."""
+    ) -> bool:
+        """One pass, in the calling (worker) thread. True when it left the status to a
+        refresh (reconcile.py: a new TTSService's first status waits for its rollout)."""
         with self._locks_guard:
             lock = self._locks[(namespace, name)]
         with lock, observed(handler):
             owner = self.fresh_owner(namespace, name)
             if owner is None:
                 self.ctx.triage.forget(namespace, name)
-                return
+                return False
             if status_only:
                 refresh_status(self.ctx, owner)
-                return
+                return False
+            # Started is enough: a failed pass is retried by self.deferred, not by events.
+            self._passed[(namespace, name)] = spec_version(owner)
             status = reconcile(self.ctx, owner)
+        if status is None:
+            logger.info("reconciled: children created; status after the first rollout step")
+            return True
         ready = condition(status, READY)
         logger.info(f"reconciled: Ready={ready.get('status')} ({ready.get('reason')})")
+        return False
 
-    async def change(self, handler: str, body: Mapping[str, Any], logger: Any, retry: int) -> None:
-        """create / update / resume: a full pass now. kopf retries a failed one; a timeout or
-        a broken connection becomes a kopf.TemporaryError after the next backoff step (kopf
-        would wait a minute for an unknown error)."""
+    async def owner_event(
+        self, event: Mapping[str, Any], body: Mapping[str, Any], logger: Any
+    ) -> None:
+        """A TTSService's watch event: a full pass now if its spec has had none in this
+        process ("create" when it has no status yet, "resume" when first listed, else
+        "update"); its deletion forgets it."""
         meta = body["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
-        try:
-            await self._in_worker(handler, *key, logger)
-        except (kopf.TemporaryError, kopf.PermanentError):
-            raise
-        except Exception as err:
-            if not retryable(err):
-                raise
-            delay = self.deferred.backoff.delay(retry, self._rand())
-            raise kopf.TemporaryError(describe(err), delay=delay) from err
-        self.deferred.succeeded(key, full=True)
+        event_type = event.get("type")
+        if event_type == "DELETED":
+            self._passed.pop(key, None)
+            self.ctx.triage.forget(*key)
+            return
+        uid, generation = spec_version(body)
+        passed = self._passed.get(key)
+        if meta.get("deletionTimestamp") or (
+            passed and passed[0] == uid and passed[1] >= generation
+        ):
+            return
+        if event_type is None:
+            handler = "resume"
+        elif (body.get("status") or {}).get("observedGeneration") is None:
+            handler = "create"
+        else:
+            handler = "update"
+        await self._attempt(key, handler, logger)
 
     async def event(
         self, handler: str, kind: str, event: Mapping[str, Any], body: Mapping[str, Any],
         logger: Any,
     ) -> None:  # fmt: skip
         """A child's or pod's watch event: what it needs for its TTSService (triage.py). The
-        initial listing (type None) is covered by the resume handlers."""
+        initial listing (type None) is covered by the TTSServices' own listing."""
         obj = plain(body)
         name, namespace = owner_name(obj), obj.get("metadata", {}).get("namespace")
         event_type = event.get("type")
@@ -208,17 +249,11 @@ def register(
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
-    @kopf.on.create(*tts, registry=registry, id="create")
-    async def on_create(body: kopf.Body, logger: kopf.Logger, retry: int, **_: Any) -> None:
-        await passes.change("create", body, logger, retry)
-
-    @kopf.on.update(*tts, registry=registry, id="update")
-    async def on_update(body: kopf.Body, logger: kopf.Logger, retry: int, **_: Any) -> None:
-        await passes.change("update", body, logger, retry)
-
-    @kopf.on.resume(*tts, registry=registry, id="resume")
-    async def on_resume(body: kopf.Body, logger: kopf.Logger, retry: int, **_: Any) -> None:
-        await passes.change("resume", body, logger, retry)
+    @kopf.on.event(*tts, registry=registry, id="ttsservices")
+    async def on_tts(
+        event: Mapping[str, Any], body: kopf.Body, logger: kopf.Logger, **_: Any
+    ) -> None:
+        await passes.owner_event(event, body, logger)
 
     def on_child(kind: str) -> Callable[..., Awaitable[None]]:
         async def handler(

@@ -49,7 +49,7 @@ TTSSERVICE = Kind(
     f"{GROUP}/{VERSION}",
     "TTSService",
     PLURAL,
-    frozenset({"get", "list", "watch", "patch"}),
+    frozenset({"get", "list", "watch"}),
     status_verbs=frozenset({"patch"}),
 )
 CONFIGMAP = Kind("v1", "ConfigMap", "configmaps", APPLIED, child=True)

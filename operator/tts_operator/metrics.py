@@ -33,8 +33,8 @@ DURATION = Histogram(
 )
 API_WRITES = Counter(
     "tts_operator_api_writes_total",
-    "Write requests the operator's reconciles sent to the API server (kopf's own bookkeeping "
-    "aside), by verb (apply, patch, delete, create) and kind (TTSService/status for status).",
+    "Write requests the operator's reconciles sent to the API server, by verb (apply, patch, "
+    "delete, create) and kind (TTSService/status for status).",
     ["verb", "kind"],
     registry=REGISTRY,
 )

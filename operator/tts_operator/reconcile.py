@@ -1,6 +1,6 @@
 """One level-based pass for one TTSService: check, build, read, apply, prune, observe, report.
 
-Handlers (create/update/resume, child events, retries) all call `reconcile`;
+Handlers (a TTSService's new spec, child events, retries) all call `reconcile`;
 running it twice in a row changes nothing, and the second run writes nothing: a child that
 already holds what would be applied is not applied again (drift.py), and an unchanged
 status is not patched. Each pass tells `ctx.triage` what it built and saw. A spec that
@@ -269,8 +269,9 @@ def _api_problem(err: ApiException, manifest: Manifest | None) -> Problem:
     return Problem("ApplyFailed", f"the API server refused a child ({err.status}): {err.body}")
 
 
-def reconcile(ctx: Context, body: Manifest) -> Manifest:
-    """Bring one TTSService's children to its spec and report status. Returns the status."""
+def reconcile(ctx: Context, body: Manifest) -> Manifest | None:
+    """Bring one TTSService's children to its spec and report status. Returns the status,
+    or None when a new TTSService's first status is left to a refresh (see the end)."""
     name, namespace, _ = _meta(body)
     spec = admit(ctx, body)
     if isinstance(spec, Problem):
@@ -338,6 +339,11 @@ def reconcile(ctx: Context, body: Manifest) -> Manifest:
         # This pass created the Deployment: it has no ReplicaSet, so no pods, yet. Listing
         # them would cost a request per new TTSService for nothing; its rollout events bring
         # the status refresh that counts them.
+        if not body.get("status"):
+            # A new TTSService: its first status waits for that refresh (the caller asks for
+            # one after status_delay_seconds), so it is not written twice within a second:
+            # a write and a watch event per TTSService, which count by the thousand.
+            return None
         return _report_observed(ctx, body, spec, Observed(deployment=deployment, pods=[]))
     return _report_observed(ctx, body, spec, observe(ctx, namespace, name, deployment))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -13,22 +13,22 @@ from kubernetes.client.exceptions import ApiException
 from tts_operator import metrics
 from tts_operator.handlers import register
 from tts_operator.kube import Kube, load_client
-from tts_operator.models import GROUP
 from tts_operator.settings import OperatorSettings
 
 log = logging.getLogger("tts_operator")
 
 
 class QuietWatchers(logging.Filter):
-    """Drop kopf's per-event "Handler 'child-...' succeeded" lines below DEBUG: child and pod
-    events arrive by the dozen during a rollout; failures and reconcile results still log."""
+    """Drop kopf's per-event "Handler '...' succeeded" lines below DEBUG: TTSService, child
+    and pod events arrive by the dozen during a rollout; failures and pass results (the
+    "reconciled: Ready=..." line) still log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO or logging.getLogger().level <= logging.DEBUG:
             return True
         message = record.getMessage()
         return not (
-            message.startswith(("Handler 'child-", "Handler 'pods'"))
+            message.startswith(("Handler 'child-", "Handler 'pods'", "Handler 'ttsservices'"))
             and message.endswith("succeeded.")
         )
 
@@ -45,31 +45,27 @@ def configure_logging(settings: OperatorSettings) -> None:
         handler.addFilter(QuietWatchers())
 
 
-class LeanDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's annotation diff base, built without deep-copying what it throws away.
-
-    kopf's build deep-copies the whole body, then drops metadata (all but labels and
-    annotations) and status. For a TTSService that is mostly managedFields and status, and
-    every status patch brings a watch event that builds one: a seventh of the operator's CPU
-    with 1,000 TTSServices (docs/benchmarks.md). The essence is the same; a test compares."""
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: kopf builds one for every watch event of every kind (a deep copy of
+    the body, less metadata and status) to find what changed for change handlers, even
+    where none are registered. This operator has none (handlers.py), and the copies were a
+    fifth of its CPU with 1,000 TTSServices (docs/benchmarks.md)."""
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
     ) -> kopf.BodyEssence:
-        if extra_fields:  # handlers that watch status fields: kopf's own way
-            return super().build(body=body, extra_fields=extra_fields)
-        meta = body.get("metadata", {})
-        slim = {k: v for k, v in body.items() if k not in ("metadata", "status")}
-        slim["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-        return super().build(body=kopf.Body(cast(kopf.RawBody, slim)))
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Nothing is kept (kopf calls this only after change handlers ran)."""
 
 
 def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     ks = kopf.OperatorSettings()
-    # Keep kopf's bookkeeping in annotations: the status schema is structural, so a
-    # status.kopf field would be pruned by the API server.
-    ks.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    ks.persistence.diffbase_storage = LeanDiffBase(prefix=GROUP, key="last-handled-configuration")
+    ks.persistence.diffbase_storage = NoDiffBase()
     # Only warnings become Kubernetes Events (child and pod events would flood them otherwise).
     ks.posting.level = logging.WARNING
     ks.peering.stealth = True

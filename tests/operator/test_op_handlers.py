@@ -95,11 +95,38 @@ def body_of(kube: FakeKube, kind: str, name: str) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, copy.deepcopy(found)))
 
 
-def create(handlers: dict[str, Any], kube: FakeKube) -> Awaitable[None]:
+def owner_event(handlers: dict[str, Any], kube: FakeKube, event: str | None) -> Awaitable[None]:
+    """The TTSService's own watch event, as kopf hands it over (type None: first listed)."""
     return cast(
         Awaitable[None],
-        handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=0),
+        handlers["ttsservices"](
+            event={"type": event}, body=body_of(kube, "TTSService", "voice"), logger=LOG
+        ),
     )
+
+
+Create = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def create(handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps) -> Create:
+    """The TTSService's ADDED event, then the status refresh its first pass leaves to later:
+    where most tests start (with no delay recorded yet)."""
+
+    async def created() -> None:
+        await owner_event(handlers, kube, "ADDED")
+        await passes.deferred.drain()
+        sleeps.delays.clear()
+
+    return created
+
+
+def edit_spec(kube: FakeKube, **changes: Any) -> None:
+    """A spec change, as the API server stores it: a new generation."""
+    owner = kube.find("TTSService", NS, "voice")
+    assert owner is not None
+    owner["spec"].update(changes)
+    owner["metadata"]["generation"] += 1
 
 
 def passes_run(handler: str, result: str = "ok") -> float:
@@ -115,14 +142,18 @@ def reasons(kube: FakeKube) -> dict[str, str]:
     return {c["type"]: c["reason"] for c in owner["status"]["conditions"]}
 
 
-def test_create_builds_the_children(handlers: dict[str, Any], kube: FakeKube) -> None:
-    run(create(handlers, kube))
+def test_create_builds_the_children(
+    handlers: dict[str, Any], kube: FakeKube, create: Create
+) -> None:
+    run(create())
     assert kube.find("Deployment", NS, "voice") is not None
     assert kube.find("ConfigMap", NS, "voice-runtime") is not None
 
 
-def test_child_deletion_event_restores_it(handlers: dict[str, Any], kube: FakeKube) -> None:
-    run(create(handlers, kube))
+def test_child_deletion_event_restores_it(
+    handlers: dict[str, Any], kube: FakeKube, create: Create
+) -> None:
+    run(create())
     gone = body_of(kube, "Service", "voice")
     kube.delete("v1", "Service", NS, "voice")
     run(handlers["child-services"](event={"type": None}, body=gone, logger=LOG))
@@ -132,9 +163,9 @@ def test_child_deletion_event_restores_it(handlers: dict[str, Any], kube: FakeKu
 
 
 def test_child_events_that_change_nothing_run_no_pass(
-    handlers: dict[str, Any], kube: FakeKube
+    handlers: dict[str, Any], kube: FakeKube, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     before = passes_run("child")
     kube.applied.clear()
     for kind, plural, name in (
@@ -152,9 +183,9 @@ def test_child_events_that_change_nothing_run_no_pass(
 
 
 def test_hand_edited_child_is_put_back_by_its_event(
-    handlers: dict[str, Any], kube: FakeKube
+    handlers: dict[str, Any], kube: FakeKube, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     cm = kube.find("ConfigMap", NS, "voice-runtime")
     assert cm is not None
     cm["data"]["TTS_MAX_BATCH_SIZE"] = "999"
@@ -170,9 +201,9 @@ def test_hand_edited_child_is_put_back_by_its_event(
 
 
 def test_child_of_a_deleted_owner_is_left_to_the_garbage_collector(
-    handlers: dict[str, Any], kube: FakeKube
+    handlers: dict[str, Any], kube: FakeKube, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     orphan = body_of(kube, "Service", "voice")
     kube.delete("ttsoperator.io/v1alpha1", "TTSService", NS, "voice")
     kube.delete("v1", "Service", NS, "voice")
@@ -181,9 +212,9 @@ def test_child_of_a_deleted_owner_is_left_to_the_garbage_collector(
 
 
 def test_pod_events_refresh_status_once_after_a_delay(
-    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     changes, refreshes = kube.changes, passes_run("status")
     pod = unschedulable_pod("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
     kube.add(pod)
@@ -207,8 +238,10 @@ def test_pod_events_refresh_status_once_after_a_delay(
     assert passes_run("status") == refreshes + 1
 
 
-def test_healthy_pod_events_run_no_pass(handlers: dict[str, Any], kube: FakeKube) -> None:
-    run(create(handlers, kube))
+def test_healthy_pod_events_run_no_pass(
+    handlers: dict[str, Any], kube: FakeKube, create: Create
+) -> None:
+    run(create())
     before = passes_run("status") + passes_run("pod")
     pod = unschedulable_pod("")
     pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
@@ -235,9 +268,9 @@ def service_restored(kube: FakeKube) -> bool:
 
 
 def test_failed_child_pass_is_retried_with_backoff_until_it_succeeds(
-    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     failures: list[Exception] = [
         ApiException(status=503, reason="Service Unavailable"),
         urllib3.exceptions.TimeoutError("read timed out"),
@@ -264,9 +297,9 @@ def test_failed_child_pass_is_retried_with_backoff_until_it_succeeds(
 
 
 def test_retries_of_one_tts_service_coalesce(
-    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     service = edit_service(kube)
 
     sleeps.hold = True  # the retry waits until both failures are in
@@ -285,9 +318,9 @@ def test_retries_of_one_tts_service_coalesce(
 
 
 def test_a_later_successful_pass_cancels_the_retry(
-    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     service = edit_service(kube)
     kube.fail_next_apply = ApiException(status=500, reason="Internal Server Error")
     sleeps.hold = True
@@ -295,7 +328,8 @@ def test_a_later_successful_pass_cancels_the_retry(
     async def scenario() -> None:
         await handlers["child-services"](event={"type": "MODIFIED"}, body=service, logger=LOG)
         assert passes.deferred.waiting(KEY, True) is not None
-        await handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=0)
+        edit_spec(kube, replicas=2)
+        await owner_event(handlers, kube, "MODIFIED")
         assert passes.deferred.waiting(KEY, True) is None
         await passes.deferred.drain()  # the cancelled retry ends without a pass
 
@@ -306,9 +340,9 @@ def test_a_later_successful_pass_cancels_the_retry(
 
 
 def test_retries_end_when_the_tts_service_is_gone(
-    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     service = edit_service(kube)
     kube.fail_next_apply = ApiException(status=503, reason="Service Unavailable")
 
@@ -325,9 +359,9 @@ def test_retries_end_when_the_tts_service_is_gone(
 
 
 def test_not_yet_problems_are_retried_too(
-    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     kube.delete("v1", "PersistentVolumeClaim", NS, "voices")
 
     def claim_back(n: int) -> None:
@@ -344,15 +378,20 @@ def test_not_yet_problems_are_retried_too(
     )
     assert len(sleeps.delays) == 3
     assert service_restored(kube)
+    # A spec change whose pass meets one: the same retries.
     kube.delete("v1", "PersistentVolumeClaim", NS, "voices")
-    with pytest.raises(kopf.TemporaryError):  # create/update: kopf's own retries, as before
-        run(handlers["update"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=0))
+    sleeps.delays.clear()
+    edit_spec(kube, replicas=2)
+    run(owner_event(handlers, kube, "MODIFIED"), passes.deferred.drain())
+    assert len(sleeps.delays) == 3
+    deployment = kube.find("Deployment", NS, "voice")
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
 
 
 def test_a_refused_spec_is_not_retried(
-    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
-    run(create(handlers, kube))
+    run(create())
     owner = kube.find("TTSService", NS, "voice")
     assert owner is not None
     owner["spec"]["model"]["uri"] = "file:///etc"  # the default policy refuses host paths
@@ -365,24 +404,80 @@ def test_a_refused_spec_is_not_retried(
     assert reasons(kube)["Degraded"] == "PolicyViolation"
 
 
-def test_a_timeout_in_create_becomes_a_temporary_error_with_backoff(
-    handlers: dict[str, Any], kube: FakeKube
+def test_a_timeout_in_create_is_retried_with_backoff(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
     kube.fail_next_apply = urllib3.exceptions.TimeoutError("read timed out")
-    with pytest.raises(kopf.TemporaryError) as retried:
-        run(handlers["create"](body=body_of(kube, "TTSService", "voice"), logger=LOG, retry=2))
-    assert retried.value.delay == 1.5  # step 2 s (0.5 doubled twice), three quarters of it
+    run(owner_event(handlers, kube, "ADDED"), passes.deferred.drain())
+    # The retry after 0.375 s (step 0.5 s, three quarters of it) made the children; the
+    # new TTSService's first status came status_delay_seconds later.
+    assert sleeps.delays == [0.375, 1.0]
+    assert kube.find("Deployment", NS, "voice") is not None
+    assert "Ready" in reasons(kube)
+    assert passes_run("create", "error") >= 1 and passes_run("retry") >= 1
 
 
 def test_a_taken_child_name_makes_create_retry_without_writing(
-    handlers: dict[str, Any], kube: FakeKube
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes, sleeps: Sleeps, create: Create
 ) -> None:
     victim = {"kind": "Service", "metadata": {"name": "voice", "namespace": NS, "uid": "v-1"}}
     kube.add(victim)
-    with pytest.raises(kopf.TemporaryError, match="Service/voice"):
-        run(create(handlers, kube))
-    assert kube.applied == [] and kube.find("Service", NS, "voice") == victim
-    assert reasons(kube)["Degraded"] == "ChildConflict"
+    sleeps.hold = True
+
+    async def scenario() -> None:
+        await owner_event(handlers, kube, "ADDED")
+        assert passes.deferred.waiting(KEY, True) is not None  # retried: the name may free up
+        assert kube.applied == [] and kube.find("Service", NS, "voice") == victim
+        assert reasons(kube)["Degraded"] == "ChildConflict"
+        kube.delete("v1", "Service", NS, "voice")
+        sleeps.gate.set()
+        await passes.deferred.drain()
+
+    run(scenario())
+    assert service_restored(kube)  # the retry after the other object went built ours
+
+
+def test_only_a_new_spec_or_first_listing_runs_a_pass(
+    handlers: dict[str, Any], kube: FakeKube, passes: Passes
+) -> None:
+    """Status patches, label edits and re-lists keep the generation: no pass, no request."""
+    counts = {h: passes_run(h) for h in ("create", "update", "resume")}
+
+    def ran() -> dict[str, float]:
+        return {h: passes_run(h) - counts[h] for h in counts}
+
+    # First listed after the operator started; then the refresh writes its first status.
+    run(owner_event(handlers, kube, None), passes.deferred.drain())
+    assert ran() == {"create": 0, "update": 0, "resume": 1}
+    changes = kube.changes
+    for event in ("MODIFIED", None, "MODIFIED"):  # its own status patch, a re-list, a label
+        run(owner_event(handlers, kube, event))
+    assert ran()["resume"] == 1 and ran()["update"] == 0 and kube.changes == changes
+    edit_spec(kube, replicas=2)
+    run(owner_event(handlers, kube, "MODIFIED"), owner_event(handlers, kube, "MODIFIED"))
+    assert ran()["update"] == 1
+    deployment = kube.find("Deployment", NS, "voice")
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+
+
+def test_a_tts_service_made_anew_under_its_old_name_is_reconciled(
+    handlers: dict[str, Any], kube: FakeKube, create: Create
+) -> None:
+    """Its generation starts over; the uid tells it apart, even if the deletion was missed."""
+    run(create())
+    before = passes_run("create")
+    owner = kube.find("TTSService", NS, "voice")
+    assert owner is not None
+    owner["metadata"]["uid"] = "uid-5678"
+    del owner["status"]
+    for kind, name in [("ConfigMap", "voice-runtime"), ("Deployment", "voice"),
+                       ("Service", "voice"), ("PodDisruptionBudget", "voice")]:  # fmt: skip
+        kube.delete("", kind, NS, name)  # the garbage collector took the old one's children
+    run(create())
+    assert passes_run("create") == before + 1
+    made = kube.find("Deployment", NS, "voice")
+    assert made is not None
+    assert made["metadata"]["ownerReferences"][0]["uid"] == "uid-5678"
 
 
 class MeetingKube(FakeKube):
@@ -411,10 +506,9 @@ def test_passes_run_side_by_side_in_pass_workers_threads(workers: int, all_done:
 
     async def creates() -> list[Any]:
         bodies = [body_of(kube, "TTSService", f"voice-{i}") for i in range(4)]
-        calls = [passes.change("create", b, LOG, 0) for b in bodies]
-        return await asyncio.gather(*calls, return_exceptions=True)
+        calls = [passes.owner_event({"type": "ADDED"}, b, LOG) for b in bodies]
+        return await asyncio.gather(*calls)
 
-    results = asyncio.run(creates())
-    assert (results == [None] * 4) is all_done, results
+    asyncio.run(creates())
     created = [kube.find("Deployment", NS, f"voice-{i}") is not None for i in range(4)]
     assert all(created) is all_done

@@ -56,4 +56,5 @@ def test_the_handlers_watch_every_child_kind_and_the_pods() -> None:
         if h.selector is not None
     }
     expected = {(k.group, k.version, k.plural): f"child-{k.plural}" for k in CHILDREN}
-    assert watched == expected | {("", "v1", "pods"): "pods"}
+    owners = {(TTSSERVICE.group, TTSSERVICE.version, TTSSERVICE.plural): "ttsservices"}
+    assert watched == expected | {("", "v1", "pods"): "pods"} | owners

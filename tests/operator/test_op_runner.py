@@ -13,9 +13,8 @@ from op_helpers import tts_body
 from prometheus_client import generate_latest
 from tts_operator import metrics
 from tts_operator.handlers import register
-from tts_operator.models import GROUP
 from tts_operator.runner import (
-    LeanDiffBase,
+    NoDiffBase,
     PeeringMissingError,
     QuietWatchers,
     kopf_settings,
@@ -40,55 +39,41 @@ def test_namespaced_peering_has_one_object_per_namespace() -> None:
     assert all(b["kind"] == "KopfPeering" for _, b in objs)
 
 
-def test_kopf_bookkeeping_lives_in_annotations() -> None:
+def test_only_warnings_become_kubernetes_events() -> None:
     ks = kopf_settings(OperatorSettings())
-    assert isinstance(ks.persistence.progress_storage, kopf.AnnotationsProgressStorage)
-    assert isinstance(ks.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert ks.posting.level == logging.WARNING and ks.peering.stealth
 
 
-def test_the_lean_diff_base_is_kopfs_essence_without_its_copying() -> None:
-    body = tts_body({"model": {"uri": "pvc://voices/en"}, "replicas": 2})
-    body["metadata"]["annotations"] = {
-        "ttsoperator.io/last-handled-configuration": '{"spec": {"replicas": 1}}',
-        "kubectl.kubernetes.io/last-applied-configuration": "{}",
-        "team": "speech",
-    }
-    body["metadata"]["labels"] = {"app": "voice"}
-    body["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
-    body["status"] = {"conditions": [{"type": "Ready", "status": "True"}], "replicas": 2}
-    kopfs = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
-    ours = kopf_settings(OperatorSettings()).persistence.diffbase_storage
-    assert isinstance(ours, LeanDiffBase)
-    raw = kopf.Body(cast(kopf.RawBody, body))
-    essence = ours.build(body=raw)
-    assert essence == kopfs.build(body=raw)
-    assert essence["spec"]["replicas"] == 2 and "status" not in essence
-    annotations = essence["metadata"]["annotations"]
-    assert annotations["team"] == "speech" and not any(k.startswith(GROUP) for k in annotations)
-    extra = ["status.replicas"]  # a handler on a status field: kopf's way, same answer
-    assert ours.build(body=raw, extra_fields=extra) == kopfs.build(body=raw, extra_fields=extra)
+def test_kopf_copies_no_body_for_a_diff_nobody_reads() -> None:
+    ks = kopf_settings(OperatorSettings())
+    storage = ks.persistence.diffbase_storage
+    assert isinstance(storage, NoDiffBase)
+    body = kopf.Body(cast(kopf.RawBody, tts_body({"model": {"uri": "pvc://voices/en"}})))
+    assert storage.build(body=body) == {} and storage.fetch(body=body) is None
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=kopf.BodyEssence())
+    assert not patch  # nothing is written into the object either
 
 
 def test_register_needs_no_cluster_and_covers_every_cause() -> None:
     registry = kopf.OperatorRegistry()
     register(OperatorSettings(), registry)
-    ids = {h.id for h in registry._changing.get_all_handlers()}
-    assert {"create", "update", "resume"} <= ids
     watched = {h.id for h in registry._watching.get_all_handlers()}
+    assert {"ttsservices", "pods"} <= watched
     assert {"child-deployments", "child-services", "child-configmaps"} <= watched
     assert {"child-horizontalpodautoscalers", "child-poddisruptionbudgets"} <= watched
     assert registry._activities.get_all_handlers()  # the login handler
 
 
-def test_no_handler_makes_kopf_add_its_finalizer() -> None:
+def test_no_handler_makes_kopf_write_into_objects() -> None:
     # kopf blocks deletion with a finalizer when any spawning handler (timer, daemon) or a
     # non-optional on.delete handler matches; with the operator down, deletion would hang.
+    # Change handlers (create, update, resume) make it patch its bookkeeping (last handled
+    # spec, handler progress) into each object. Event handlers do neither.
     registry = kopf.OperatorRegistry()
     register(OperatorSettings(), registry)
     assert registry._spawning.get_all_handlers() == []
-    changing = registry._changing.get_all_handlers()
-    assert changing and not any(h.requires_finalizer for h in changing)
-    assert not any(h.reason == kopf.Reason.DELETE for h in changing)
+    assert registry._changing.get_all_handlers() == []
 
 
 def test_a_timer_would_make_kopf_add_its_finalizer() -> None:
@@ -122,6 +107,7 @@ def test_quiet_watchers_drops_only_routine_child_successes() -> None:
     quiet = QuietWatchers()
     assert not quiet.filter(record("Handler 'child-services' succeeded."))
     assert not quiet.filter(record("Handler 'pods' succeeded."))
+    assert not quiet.filter(record("Handler 'ttsservices' succeeded."))
     assert quiet.filter(record("Handler 'create' succeeded."))
     assert quiet.filter(record("Handler 'child-services' failed.", logging.ERROR))
 

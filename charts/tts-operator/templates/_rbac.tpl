@@ -4,10 +4,10 @@ Namespaced rules: used by the ClusterRole (scope cluster) and by every Role (sco
 Nothing here reads Secrets, Nodes or anything else the operator does not use.
 */}}
 {{- define "tts-operator.namespacedRules" -}}
-# The TTSService: watched, annotated/patched by kopf (progress, last-handled state), status written.
+# The TTSService: watched and read, status written (kopf writes nothing into it).
 - apiGroups: ["ttsoperator.io"]
   resources: ["ttsservices"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["ttsoperator.io"]
   resources: ["ttsservices/status"]
   verbs: ["patch"]
