@@ -24,7 +24,7 @@ from test_chart import CHART, TOLERATE_STUB_NODES, Helm, _binaries, _token_kubec
 
 # What the operator does in a namespace it serves (README "RBAC").
 OPERATOR_RIGHTS = [
-    ("patch", "ttsservices.ttsoperator.io"),
+    ("watch", "ttsservices.ttsoperator.io"),
     ("patch", "ttsservices.ttsoperator.io", "--subresource=status"),
     ("create", "deployments.apps"),
     ("patch", "services"),

@@ -448,6 +448,7 @@ def test_chart_identity_never_hit_a_permission_error(chart_operator: ChartOperat
         ("create", "pods/exec"),
         ("delete", "ttsservices.ttsoperator.io"),
         ("create", "ttsservices.ttsoperator.io"),
+        ("patch", "ttsservices.ttsoperator.io"),  # only its status: kopf writes nothing there
         ("update", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
         ("create", "rolebindings.rbac.authorization.k8s.io"),
@@ -467,7 +468,9 @@ def test_chart_identity_cannot_read_secrets(chart_operator: ChartOperator, kube:
     assert result.returncode != 0
     assert "forbidden" in result.stderr.lower(), result.stderr
     # ... while what it does need is allowed (the denials above are not a broken token).
-    assert chart_operator.can_i("patch", "ttsservices.ttsoperator.io", "--all-namespaces")
+    assert chart_operator.can_i(
+        "patch", "ttsservices.ttsoperator.io", "--subresource=status", "--all-namespaces"
+    )
     assert chart_operator.can_i("create", "deployments.apps", "--all-namespaces")
 
 
@@ -512,7 +515,7 @@ def test_namespaced_install_serves_its_namespace_with_roles_only(
         assert "Failed to post an event" not in log
 
         identity = ChartOperator(scoped, kubeconfig, cluster)
-        assert identity.can_i("patch", "ttsservices.ttsoperator.io", "-n", namespace)
+        assert identity.can_i("watch", "ttsservices.ttsoperator.io", "-n", namespace)
         assert not identity.can_i("list", "ttsservices.ttsoperator.io", "-n", "default")
         assert not identity.can_i("list", "ttsservices.ttsoperator.io", "--all-namespaces")
         assert not identity.can_i("list", "customresourcedefinitions.apiextensions.k8s.io")
