@@ -53,7 +53,19 @@ def spec_schema() -> Node:
     return schema
 
 
+def scale_replicas_field() -> str:
+    """The .spec field the CRD's scale subresource reads the replica count from."""
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    path = str(crd["spec"]["versions"][0]["subresources"]["scale"]["specReplicasPath"])
+    assert path.startswith(".spec.") and path.count(".") == 2, path
+    return path.removeprefix(".spec.")
+
+
 SCHEMA = spec_schema()
+# The scale subresource reads this field as an int64 before anything is stored, so a whole
+# float there (2.0) is refused ("accessor error: 2 is of the type float64, expected int64",
+# seen on the real API server), where every other integer field takes it and stores 2.
+SCALE_REPLICAS = scale_replicas_field()
 
 
 def reproducible(examples: int, *, shrink: bool = True) -> settings:
@@ -197,7 +209,7 @@ def judge(
     pydantic skips an object's cross-field rules once a field inside it failed, where the
     API server checks every CEL rule whose object holds)."""
     if refused:
-        named = models_fields(stored_form(spec, SCHEMA))
+        named = models_fields(validated_form(spec))
         assert (named == refused) if exact else bool(named & refused), (
             f"the API server refuses naming {sorted(refused)}, the models "
             f"{'accept it' if not named else 'name ' + str(sorted(named))}"
@@ -329,22 +341,33 @@ def cel_errors(stored: Any) -> set[str]:
     return found
 
 
+def validated_form(spec: Any) -> Any:
+    """The spec as the API server validates it: its stored form (stored_form), except that
+    a float at the scale subresource's replicas field is still a float there."""
+    stored = stored_form(spec, SCHEMA)
+    if isinstance(spec, dict) and isinstance(spec.get(SCALE_REPLICAS), float):
+        stored[SCALE_REPLICAS] = spec[SCALE_REPLICAS]
+    return stored
+
+
 def api_server_verdict(spec: Any) -> Verdict:
     """What the API server answers to a create of `spec` with fieldValidation=Strict:
     unknown fields are refused (a 400 from the decoder, nothing else checked); then nulls
     are pruned and defaults set; then the structural schema is checked, and the CEL rules
     when the schema holds (the API server skips CEL on an object that already failed it)."""
     errors = unknown_fields(spec, SCHEMA)
-    stored = stored_form(spec, SCHEMA)
     if errors:  # Strict's 400 comes from the decoder, before any validation
         return Verdict(frozenset(errors), None)
-    for error in _VALIDATOR.iter_errors(stored):
+    validated = validated_form(spec)
+    for error in _VALIDATOR.iter_errors(validated):
         path = tuple(error.absolute_path)
         missing = _REQUIRED.match(error.message) if error.validator == "required" else None
         errors.add(field_path((*path, missing.group(1)) if missing else path))
+    if isinstance(validated, dict) and isinstance(validated.get(SCALE_REPLICAS), float):
+        errors.add(field_path((SCALE_REPLICAS,)))  # the scale subresource's own check
     if not errors:
-        errors = cel_errors(stored)
-    return Verdict(frozenset(errors), None if errors else stored)
+        errors = cel_errors(validated)
+    return Verdict(frozenset(errors), None if errors else stored_form(spec, SCHEMA))
 
 
 # -- specs ---------------------------------------------------------------------------

@@ -66,3 +66,20 @@ def test_a_model_uri_that_is_no_url_is_the_one_place_the_models_refuse_more() ->
     assert api.accepted and api.stored is not None
     assert models_fields(api.stored) == {"spec.model.uri"}
     assert judge(spec, api.fields, api.stored, SETTINGS, exact=True) == "InvalidSpec"
+
+
+def test_a_whole_float_is_an_integer_except_where_the_scale_subresource_reads_it() -> None:
+    """Seen on the real API server (e2e/test_13_spec_fuzz.py checks it there): 9000.0 is
+    stored as 9000 in an integer field, but the scale subresource reads spec.replicas as an
+    int64 and refuses a float. The models refuse it there too, naming the same field."""
+    base = {"model": {"uri": "pvc://voices/en"}}
+    refused = api_server_verdict({**base, "replicas": 2.0})
+    assert refused.fields == {"spec.replicas"} and refused.stored is None
+    assert judge({**base, "replicas": 2.0}, refused.fields, None, SETTINGS, exact=True) == (
+        "refused"
+    )
+    taken = api_server_verdict({**base, "service": {"port": 9000.0}})
+    assert not taken.fields and taken.stored is not None
+    assert taken.stored["service"]["port"] == 9000
+    assert isinstance(taken.stored["service"]["port"], int)
+    assert not models_fields(taken.stored)
