@@ -114,7 +114,6 @@ class Passes:
         # none. The uid tells a TTSService deleted and made anew (generation 1 again).
         self._passed: dict[tuple[str, str], tuple[str, int]] = {}
         self._locks_guard = threading.Lock()
-        self._rand = rand
         self.deferred = Deferred(
             self._put_off_pass,
             Backoff(cap=settings.retry_seconds),
