@@ -4,8 +4,9 @@ how the operator copes.
 
 Prints the time until every TTSService reports Ready=True, the passes per TTSService (from
 the operator's tts_operator_reconciles_total, by handler), the API writes per TTSService
-(the operator's own, from its tts_operator_api_writes_total by verb and kind, plus kopf's
-bookkeeping patches, from the API server's apiserver_request_total), and the operator
+(the operator's own, from its tts_operator_api_writes_total by verb and kind, plus any
+patch of a TTSService itself, from the API server's apiserver_request_total: kopf's
+bookkeeping in older versions, none now), and the operator
 process's peak resident memory (VmHWM), each beside the issue's target. Then where the time
 went: when the objects reached each stage on the way to Ready (from their own timestamps),
 and the CPU seconds and peak memory of every process. Runs its own cluster
@@ -161,9 +162,9 @@ def apiserver_requests(cluster: LocalCluster) -> dict[tuple[str, str, str], floa
 
 
 def operator_writes(requests: dict[tuple[str, str, str], float]) -> dict[str, float]:
-    """The writes of the operator among the API server's requests: kopf's patches of
-    TTSServices (their bookkeeping annotations), the operator's status patches, and the
-    server-side applies and deletes of the operator's children."""
+    """The writes of the operator among the API server's requests: patches of TTSServices
+    themselves (kopf's bookkeeping annotations in older versions; none expected now), the
+    operator's status patches, and the server-side applies and deletes of its children."""
     out = {"kopf": 0.0, "status": 0.0, "children": 0.0}
     for (verb, plural, sub), value in requests.items():
         if plural == "ttsservices" and verb == "PATCH":
@@ -350,7 +351,7 @@ def main() -> int:
     for what, value in sorted(r["writes"].items()):
         print(f"- operator {what}: {value:.0f} ({value / n:.2f})")
     kopf = r["kopf_writes"]
-    print(f"- kopf PATCH TTSService (its bookkeeping): {kopf:.0f} ({kopf / n:.2f})")
+    print(f"- PATCH of a TTSService itself (none expected): {kopf:.0f} ({kopf / n:.2f})")
     print(
         f"cross-check: the API server counted {r['server_operator_writes']:.0f} operator writes "
         f"(applies/deletes of children, status patches); its counter says {own_writes:.0f}"
