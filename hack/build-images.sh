@@ -201,8 +201,12 @@ build_base() {
   mnt="$(bh mount "$ctr")"
   cp -a "$rootfs/." "$mnt/"
   bh umount "$ctr"
+  # NVIDIA_VISIBLE_DEVICES=all exactly as the nvidia/cuda base sets it: on a node whose
+  # container runtime is NVIDIA's, a container that asks for no GPU sees every GPU unless its
+  # pod spec says otherwise, so the e2e suite sees what a GPU cluster sees (issue 22).
   bh config --os linux --arch amd64 \
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
+    --env NVIDIA_VISIBLE_DEVICES=all \
     --cmd /bin/bash \
     --label org.opencontainers.image.title=tts-base \
     --label "org.opencontainers.image.description=Debian $DEBIAN_SUITE minbase + $BASE_INCLUDE (debootstrap)" \

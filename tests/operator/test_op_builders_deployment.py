@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from builder_helpers import IMAGE, children, container, kind, pod, spec_of
 from tts_operator.builders import build_children
 from tts_operator.builders.common import CONFIG_HASH_ANNOTATION
@@ -37,6 +39,36 @@ def test_cpu_only_has_no_gpu_limit_or_toleration() -> None:
     spec = spec_of(runtime={"gpu": {"count": 0}})
     assert "nvidia.com/gpu" not in container(spec)["resources"]["limits"]
     assert "tolerations" not in pod(spec)
+
+
+def _env_value(c: dict[str, Any], name: str) -> str | None:
+    values = [e.get("value") for e in c.get("env", []) if e["name"] == name]
+    assert len(values) <= 1, c["env"]
+    return values[0] if values else None
+
+
+def test_no_nvidia_gpu_asked_means_no_gpu_visible() -> None:
+    """Issue 22: the CUDA base sets NVIDIA_VISIBLE_DEVICES=all, so on a node whose container
+    runtime is NVIDIA's a pod asking for no GPU (count 0, or another resource) saw every GPU
+    of the node. Such containers get `void`; init containers always do."""
+    http = {"uri": "https://models.example.com/v/en.onnx"}
+    for runtime in (
+        {"gpu": {"count": 0}},
+        {"gpu": {"count": 1, "resourceName": "amd.com/gpu"}},
+        {"gpu": {"count": 0, "resourceName": "nvidia.com/mig-1g.10gb"}},
+    ):
+        p = pod(spec_of(model=http, runtime=runtime))
+        assert _env_value(p["containers"][0], "NVIDIA_VISIBLE_DEVICES") == "void", runtime
+        [init] = p["initContainers"]
+        assert _env_value(init, "NVIDIA_VISIBLE_DEVICES") == "void"
+
+
+def test_an_nvidia_gpu_pod_gets_its_devices_from_the_device_plugin() -> None:
+    http = {"uri": "https://models.example.com/v/en.onnx"}
+    for gpu in ({"count": 1}, {"count": 2, "resourceName": "nvidia.com/mig-1g.10gb"}):
+        p = pod(spec_of(model=http, runtime={"gpu": gpu}))
+        assert _env_value(p["containers"][0], "NVIDIA_VISIBLE_DEVICES") is None  # the plugin's
+        assert _env_value(p["initContainers"][0], "NVIDIA_VISIBLE_DEVICES") == "void"
 
 
 def test_gpu_toleration_is_added_once() -> None:

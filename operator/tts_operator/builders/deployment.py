@@ -26,6 +26,13 @@ GRACE_MARGIN_SECONDS = 15
 STARTUP_PROBE_PERIOD_SECONDS = 10
 # The runtime's TTS_POD_NAME: sent back in its X-TTS-Pod response header.
 POD_NAME_ENV = "TTS_POD_NAME"
+# NVIDIA's container toolkit exposes the GPUs this variable names; the nvidia/cuda base image
+# sets it to `all`, so on a node whose container runtime is NVIDIA's a container that asks
+# the device plugin for nothing would still see every GPU of the node (outside the device
+# plugin and any GPU ResourceQuota). `void` is the toolkit's documented "no GPU".
+NVIDIA_VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
+NO_GPU = {"name": NVIDIA_VISIBLE_DEVICES, "value": "void"}
+NVIDIA_RESOURCE_PREFIX = "nvidia.com/"
 
 POD_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
@@ -113,12 +120,26 @@ def topology_spread(spec: TTSServiceSpec, name: str) -> list[Manifest]:
     return out
 
 
+def asks_nvidia_gpu(spec: TTSServiceSpec) -> bool:
+    """Whether the runtime container gets NVIDIA GPUs from the device plugin (which then
+    sets NVIDIA_VISIBLE_DEVICES to exactly the devices it allocated)."""
+    gpu = spec.runtime.gpu
+    return gpu.count > 0 and gpu.resource_name.startswith(NVIDIA_RESOURCE_PREFIX)
+
+
+def without_gpus(container: Manifest) -> Manifest:
+    """An init container (which never asks for a GPU) with NVIDIA_VISIBLE_DEVICES=void."""
+    env = [e for e in container.get("env", []) if e["name"] != NVIDIA_VISIBLE_DEVICES]
+    return {**container, "env": [NO_GPU, *env]}
+
+
 def container_env(spec: TTSServiceSpec) -> list[Manifest]:
     """The operator's variables, then `spec.runtime.env`. The user's entries win, as they
     do over the ConfigMap: an operator variable the user sets too is left out, never
     listed twice (two entries of one name would leave it to the kubelet's last-wins rule,
     and server-side apply refuses duplicate keys in the env list). The operator's come
-    first, so a user value can refer to them, e.g. `$(TTS_POD_NAME)`."""
+    first, so a user value can refer to them, e.g. `$(TTS_POD_NAME)`. Without an NVIDIA GPU
+    request, NVIDIA_VISIBLE_DEVICES=void: no GPU past the device plugin."""
     user = [e.model_dump(by_alias=True, exclude_none=True) for e in spec.runtime.env]
     taken = {e["name"] for e in user}
     own: list[Manifest] = [
@@ -127,6 +148,8 @@ def container_env(spec: TTSServiceSpec) -> list[Manifest]:
             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
         }
     ]
+    if not asks_nvidia_gpu(spec):
+        own.append(NO_GPU)
     return [e for e in own if e["name"] not in taken] + user
 
 
@@ -166,7 +189,7 @@ def pod_spec(name: str, spec: TTSServiceSpec, image: str, delivery: ModelDeliver
         ],
     }
     if delivery.init_containers:
-        pod["initContainers"] = delivery.init_containers
+        pod["initContainers"] = [without_gpus(c) for c in delivery.init_containers]
     optional: dict[str, Any] = {
         "nodeSelector": sched.node_selector,
         "tolerations": tolerations(spec),
