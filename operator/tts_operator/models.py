@@ -311,9 +311,9 @@ class RuntimeSpec(_Model):
     """The runtime container: image, batching, resources and GPUs."""
 
     image: str | None = Field(default=None, max_length=512)
-    """Runtime image; empty: the operator's default (TTS_OPERATOR_RUNTIME_IMAGE). Must start
-    with one of the operator's allowed image prefixes (policy.allowedImagePrefixes; default:
-    the default image's repository)."""
+    """Runtime image; empty: the operator's default (TTS_OPERATOR_RUNTIME_IMAGE). Its
+    registry host and repository must be allowed by the operator's
+    policy.allowedImagePrefixes (default: the default image's repository)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     """Image pull policy; empty: the Kubernetes default."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -336,9 +336,10 @@ class RuntimeSpec(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Runtime log level (TTS_LOG_LEVEL)."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
-    """Extra environment variables. The operator's policy refuses denied names (LD_*,
-    PYTHON*, TTS_* but a few tuning knobs ...) and valueFrom sources it does not allow
-    (secretKeyRef by default): policy.deniedEnvNames, policy.allowedEnvValueFrom."""
+    """Extra environment variables. The operator's policy allows only the runtime's tuning
+    knobs (TTS_MAX_CONNECTIONS, TTS_MEMORY_MODE ...) and the names the cluster admin lists
+    (policy.allowedEnvNames), and refuses valueFrom sources it does not allow (secretKeyRef
+    by default: policy.allowedEnvValueFrom)."""
     resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}})
     """CPU and memory requests and limits."""
     gpu: Gpu = Field(default_factory=Gpu, json_schema_extra={"default": {}})
@@ -465,7 +466,8 @@ class Scheduling(_Model):
     node_selector: StringMap = Field(default_factory=dict, max_length=64)
     """Node labels the pods require."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
-    """Extra tolerations."""
+    """Extra tolerations. Keys other than the GPU taint (runtime.gpu.resourceName) must be
+    allowed by the operator's policy.allowedTolerationKeys."""
     affinity: dict[str, Any] | None = _preserve_unknown("A Kubernetes Affinity object.")
     priority_class_name: str | None = Field(default=None, max_length=253)
     """PriorityClass of the pods; must be in the operator's policy.allowedPriorityClasses."""
@@ -548,6 +550,13 @@ class CacheSpec(_Model):
     WAV."""
     redis: RedisCache | None = None
     """A Redis shared by all replicas; unset: each pod caches on its own."""
+    share_across_services: bool = False
+    """Share cached responses with every other TTSService of the same model whose cache
+    also opts in (through a shared Redis). Off: the cache key holds this TTSService's
+    namespace and name (TTS_CACHE_SCOPE), so no other service's callers are answered from
+    it, and X-TTS-Cache: hit tells a caller only that a caller of this same service asked
+    for the same speech before. On: a hit may also mean another opted-in service's caller
+    did."""
 
 
 # ---------------------------------------------------------------- spec

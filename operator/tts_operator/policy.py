@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Annotated, Literal
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
-from tts_runtime.fetch import DEFAULT_HF_ENDPOINT, address_problem, is_hf_uri
+from tts_runtime.fetch import DEFAULT_HF_ENDPOINT, host_problem, is_hf_uri
 
 from tts_operator.builders.model import (
     DEFAULT_DOWNLOAD_DEADLINE_SECONDS,
@@ -40,6 +40,8 @@ from tts_operator.builders.model import (
     download_url,
     file_mount,
 )
+from tts_operator.imageref import ImageRule, repository_rule
+from tts_operator.imageref import parse as parse_image
 from tts_operator.models import SecretKeyRef, TTSServiceSpec
 
 POLICY_VIOLATION = "PolicyViolation"
@@ -47,20 +49,13 @@ CHART_KEY = "policy"
 ValueFromSource = Literal["configMapKeyRef", "fieldRef", "resourceFieldRef", "secretKeyRef"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 
-# Environment names a TTSService may not set (glob patterns, compared case-insensitively:
-# the runtime's settings read TTS_* names in any case).
-DEFAULT_DENIED_ENV_NAMES = (
-    "LD_*",  # the dynamic loader: LD_PRELOAD / LD_LIBRARY_PATH load any file as code
-    "GCONV_PATH",  # glibc loads iconv modules from here
-    "GLIBC_TUNABLES",
-    "MALLOC_*",
-    "PATH",  # which executable the image's command names
-    "PYTHON*",  # PYTHONPATH, PYTHONSTARTUP, PYTHONHOME ...: the interpreter loads code
-    "NVIDIA_*",  # NVIDIA_VISIBLE_DEVICES=all: every GPU on the node, past the device plugin
-    "TTS_*",  # the runtime's settings: the operator sets them from validated spec fields
-)
-# Names allowed although a denied pattern matches: runtime tuning knobs without a spec field.
-DEFAULT_ALLOWED_ENV_NAMES = (
+# What spec.runtime.env may set without the admin's leave: the runtime's documented tuning
+# knobs that have no spec field (docs/runtime.md; compared case-insensitively, as the runtime
+# reads its settings). Everything else needs policy.allowedEnvNames: an allow-list, because
+# a deny list cannot keep up with every library in the image that reads its own variables
+# and loads code from a path they name (glibc's LD_* and GCONV_PATH, OpenSSL's OPENSSL_CONF
+# and OPENSSL_MODULES, CUDA's CUDA_INJECTION64_PATH, Python's PYTHON*, NVIDIA_*, ...).
+RUNTIME_TUNING_ENV_NAMES = (
     "TTS_BATCH_CALIBRATION",
     "TTS_MEMORY_MODE",
     "TTS_MAX_SEGMENT_CHARS",
@@ -76,9 +71,6 @@ DEFAULT_ENV_VALUE_FROM: tuple[ValueFromSource, ...] = (
     "fieldRef",
     "resourceFieldRef",
 )
-# An image prefix ending in one of these matches anything that starts with it; any other
-# prefix is a repository, and matches only itself with a tag or digest.
-_PREFIX_ENDS = ("/", ":", "@")
 _BYTE_UNITS = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
     "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
@@ -117,18 +109,20 @@ class Policy(BaseModel):
     )
 
     allowed_image_prefixes: list[str] = Field(default_factory=list)
-    """Images spec.runtime.image may name. A prefix ending in /, : or @ allows every image
-    starting with it (ghcr.io/acme/ allows the whole org); any other prefix is a repository
-    and allows that repository with any tag or digest. Images compare as written (no
-    docker.io/library/ normalisation). Empty: the repository of the operator's default
-    runtime image (TTS_OPERATOR_RUNTIME_IMAGE) only."""
+    """Images spec.runtime.image may name, compared by registry host and repository path as
+    the image reference grammar parses them (Docker Hub names normalised to
+    docker.io/library/...). REGISTRY/PATH/ (ending in /) allows every repository under that
+    path on that registry (ghcr.io/acme/ allows the whole org); a repository allows
+    itself with any tag or digest; REPO@ only by digest; REPO:TAG and REPO@DIGEST exactly
+    that image. Empty: the repository of the operator's default runtime image
+    (TTS_OPERATOR_RUNTIME_IMAGE) only."""
     allowed_host_paths: list[str] = Field(default_factory=list)
     """Host directories a file:// model URI may mount (the directory itself or one under
     it). Empty: file:// URIs are refused."""
-    denied_env_names: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_ENV_NAMES))
-    """spec.runtime.env names refused (glob patterns, case-insensitive)."""
-    allowed_env_names: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_ENV_NAMES))
-    """spec.runtime.env names allowed although deniedEnvNames matches them."""
+    allowed_env_names: list[str] = Field(default_factory=list)
+    """spec.runtime.env names allowed besides the runtime's tuning knobs
+    (RUNTIME_TUNING_ENV_NAMES), as glob patterns compared case-sensitively, as the C library
+    compares them. Every other name is refused. Empty: the tuning knobs only."""
     allowed_env_value_from: list[ValueFromSource] = Field(
         default_factory=lambda: list(DEFAULT_ENV_VALUE_FROM)
     )
@@ -145,6 +139,16 @@ class Policy(BaseModel):
     """PriorityClasses spec.scheduling.priorityClassName may name. Empty: none."""
     allowed_runtime_classes: list[str] = Field(default_factory=list)
     """RuntimeClasses spec.scheduling.runtimeClassName may name (e.g. nvidia). Empty: none."""
+    allowed_toleration_keys: list[str] = Field(default_factory=list)
+    """Taint keys (glob patterns) spec.scheduling.tolerations may tolerate besides the GPU
+    taint (the key spec.runtime.gpu.resourceName, nvidia.com/gpu by default, which the
+    operator tolerates itself when the spec asks for GPUs). A toleration
+    is how a pod lands on a tainted node (the control plane, a reserved pool), so every other
+    key needs listing. Empty: the GPU taint only."""
+    allowed_node_selector_keys: list[str] = Field(default_factory=lambda: ["*"])
+    """Node label keys (glob patterns) spec.scheduling.nodeSelector may require. A selector
+    alone cannot pass a taint (tolerations can): the default allows every key; narrow it to
+    keep TTSServices off labelled pools."""
     allow_toleration_wildcards: bool = False
     """Allow a toleration with no key and operator Exists (it tolerates every taint: any
     tainted node, the control plane included)."""
@@ -184,10 +188,21 @@ class Policy(BaseModel):
             out.append(posixpath.normpath(path))
         return out
 
+    @field_validator("allowed_image_prefixes")
+    @classmethod
+    def _image_rules(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ImageRule.parse(entry)
+            except ValueError as err:
+                raise ValueError(f"allowedImagePrefixes entry {entry!r}: {err}") from None
+        return entries
+
     @field_validator(
         "allowed_image_prefixes",
-        "denied_env_names",
         "allowed_env_names",
+        "allowed_toleration_keys",
+        "allowed_node_selector_keys",
         "allowed_service_annotations",
         "allowed_priority_classes",
         "allowed_runtime_classes",
@@ -229,16 +244,11 @@ def secret_refs(model: BaseModel, path: str = "spec") -> Iterator[tuple[str, Sec
 
 def internal_host(host: str) -> str | None:
     """Why a model URI's host is internal as written ("a loopback address"), judged without
-    resolving it: IP literals and localhost. Names are checked by the download, in the pod,
-    against every address they resolve to, with the same rule (tts_runtime.fetch, a
-    stdlib-only module of this distribution)."""
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return "a loopback address"
-    try:
-        return address_problem(host)
-    except ValueError:  # a name, not an IP literal
-        return None
+    resolving it: localhost and IP literals in every form the pod's resolver reads
+    (0x7f000001, 2130706433, 127.1, 0177.0.0.1, IPv6). It is the download's own rule
+    (tts_runtime.fetch.host_problem, a stdlib-only module of this distribution); names are
+    checked by the download, in the pod, against every address they resolve to."""
+    return host_problem(host)
 
 
 def chart_value(field: str) -> str:
@@ -253,7 +263,7 @@ class Violation:
     field: str
     """Where in the TTSService, e.g. spec.runtime.env[2].name."""
     problem: str
-    """What is refused, e.g. "LD_PRELOAD is a denied environment name"."""
+    """What is refused, e.g. "LD_PRELOAD is neither a runtime tuning knob ..."."""
     allowed_by: str
     """The chart value that would allow it, e.g. policy.allowedEnvNames."""
 
@@ -261,25 +271,36 @@ class Violation:
         return f"{self.field}: {self.problem} (allowed by chart value {self.allowed_by})"
 
 
-def image_repository(image: str) -> str:
-    """An image reference without its tag and digest (a registry port is kept)."""
-    name = image.split("@", 1)[0]
-    slash, colon = name.rfind("/"), name.rfind(":")
-    return name[:colon] if colon > slash else name
-
-
 def image_prefixes(policy: Policy, default_image: str) -> list[str]:
-    """The prefixes in force: the policy's, or the default runtime image's repository."""
-    return policy.allowed_image_prefixes or [image_repository(default_image)]
+    """The allowedImagePrefixes entries in force: the policy's, or the default runtime
+    image's repository (registry host and path, normalised)."""
+    return policy.allowed_image_prefixes or [repository_rule(default_image)]
+
+
+def image_problem(image: str, prefixes: list[str]) -> str | None:
+    """Why `image` is not allowed by `prefixes` (None: allowed)."""
+    try:
+        ref = parse_image(image)
+    except ValueError as err:
+        return f"image {image} is not a valid image reference ({err})"
+    if any(ImageRule.parse(p).allows(ref) for p in prefixes):
+        return None
+    return (
+        f"image {image} (registry {ref.registry}, repository {ref.path}) is not under an "
+        f"allowed prefix ({_listed(prefixes)})"
+    )
 
 
 def image_allowed(image: str, prefixes: list[str]) -> bool:
-    for prefix in prefixes:
-        if not image.startswith(prefix):
-            continue
-        if prefix.endswith(_PREFIX_ENDS) or image[len(prefix) : len(prefix) + 1] in ("", ":", "@"):
-            return True
-    return False
+    return image_problem(image, prefixes) is None
+
+
+def env_name_allowed(name: str, policy: Policy) -> bool:
+    """A runtime tuning knob (any case, as the runtime reads it) or a name the admin
+    allows (case-sensitive)."""
+    return _matches(name, list(RUNTIME_TUNING_ENV_NAMES), fold_case=True) or _matches(
+        name, policy.allowed_env_names
+    )
 
 
 def host_path_allowed(host_dir: str, allowed: list[str]) -> bool:
@@ -313,14 +334,21 @@ def check(
     def refuse(field: str, problem: str, policy_field: str) -> None:
         out.append(Violation(field, problem, chart_value(policy_field)))
 
+    def refuse_keys(keys: Iterable[str], field: str, what: str, policy_field: str) -> None:
+        """Each map key (`field`["KEY"]) that none of the policy field's patterns allows."""
+        allowed: list[str] = getattr(policy, policy_field)
+        for key in keys:
+            if not _matches(key, allowed):
+                refuse(
+                    f'{field}["{key}"]',
+                    f"{what} {key} is not allowed ({_listed(allowed)})",
+                    policy_field,
+                )
+
     image = spec.runtime.image
-    prefixes = image_prefixes(policy, default_image)
-    if image and not image_allowed(image, prefixes):
-        refuse(
-            "spec.runtime.image",
-            f"image {image} is not under an allowed prefix ({_listed(prefixes)})",
-            "allowed_image_prefixes",
-        )
+    problem = image and image_problem(image, image_prefixes(policy, default_image))
+    if problem:
+        refuse("spec.runtime.image", problem, "allowed_image_prefixes")
 
     uri = spec.model.uri
     hf = is_hf_uri(uri)
@@ -370,12 +398,12 @@ def check(
             )
 
     for i, env in enumerate(spec.runtime.env):
-        if _matches(env.name, policy.denied_env_names, fold_case=True) and not _matches(
-            env.name, policy.allowed_env_names, fold_case=True
-        ):
+        if not env_name_allowed(env.name, policy):
             refuse(
                 f"spec.runtime.env[{i}].name",
-                f"{env.name} is a denied environment name (policy.deniedEnvNames)",
+                f"{env.name} is neither a runtime tuning knob "
+                f"({', '.join(RUNTIME_TUNING_ENV_NAMES)}) nor an allowed environment name "
+                f"({_listed(policy.allowed_env_names)})",
                 "allowed_env_names",
             )
         for source in env.value_from or {}:
@@ -395,14 +423,12 @@ def check(
             f"({_listed(list(policy.allowed_service_types))})",
             "allowed_service_types",
         )
-    for key in service.annotations:
-        if not _matches(key, policy.allowed_service_annotations):
-            refuse(
-                f'spec.service.annotations["{key}"]',
-                f"Service annotation {key} is not allowed "
-                f"({_listed(policy.allowed_service_annotations)})",
-                "allowed_service_annotations",
-            )
+    refuse_keys(
+        service.annotations,
+        "spec.service.annotations",
+        "Service annotation",
+        "allowed_service_annotations",
+    )
 
     sched = spec.scheduling
     if sched.priority_class_name and not _matches(
@@ -423,14 +449,30 @@ def check(
             f"({_listed(policy.allowed_runtime_classes)})",
             "allowed_runtime_classes",
         )
-    if not policy.allow_toleration_wildcards:
-        for i, tol in enumerate(sched.tolerations):
-            if not tol.key and tol.operator == "Exists":
+    gpu_taint = spec.runtime.gpu.resource_name
+    tolerable = [gpu_taint, *policy.allowed_toleration_keys]
+    for i, tol in enumerate(sched.tolerations):
+        if not tol.key:
+            if tol.operator == "Exists" and not policy.allow_toleration_wildcards:
                 refuse(
                     f"spec.scheduling.tolerations[{i}]",
                     "a toleration with no key and operator Exists tolerates every taint",
                     "allow_toleration_wildcards",
                 )
+        elif not _matches(tol.key, tolerable):
+            refuse(
+                f"spec.scheduling.tolerations[{i}].key",
+                f"a toleration for taint {tol.key} lets the pods onto nodes tainted to keep "
+                f"them off; only the GPU taint ({gpu_taint}) and allowed keys "
+                f"({_listed(policy.allowed_toleration_keys)}) may be tolerated",
+                "allowed_toleration_keys",
+            )
+    refuse_keys(
+        sched.node_selector,
+        "spec.scheduling.nodeSelector",
+        "node selector key",
+        "allowed_node_selector_keys",
+    )
     return out
 
 

@@ -82,6 +82,9 @@ WATCHDOG_GRACE_SECONDS = 2.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# One part of an IPv4 literal as inet_aton reads it: hex (0x and digits), octal
+# (leading 0) or decimal.
+_IPV4_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _HEX = frozenset("0123456789abcdef")
 HF_SCHEME = "hf"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -225,6 +228,54 @@ def address_problem(address: str) -> str | None:
         if found:
             return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
     return None
+
+
+def ip_literal(host: str) -> str | None:
+    """The IP address a URL's host (as urlsplit's `hostname` gives it) denotes when it is an
+    address rather than a name, in every form the system resolver reads as one, written
+    canonically; None for a name. IPv4 as inet_aton reads it: one to four parts, each
+    decimal, octal (a leading 0) or hex (0x), the last filling the bytes left
+    (0x7f000001, 2130706433, 127.1, 0177.0.0.1 are all 127.0.0.1); IPv6 in any of its
+    forms, with or without a zone (fe80::1%eth0). The operator judges a model host with
+    this and `address_problem`, so it refuses at admission what the download refuses after
+    resolving the same literal."""
+    host = host.strip().strip("[]")
+    try:
+        return str(ipaddress.ip_address(host.split("%", 1)[0]))
+    except ValueError:
+        pass
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values = []
+    for part in parts:
+        if not _IPV4_PART.fullmatch(part):
+            return None
+        if part[:2].lower() == "0x":
+            values.append(int(part[2:], 16))
+        elif part.startswith("0"):
+            values.append(int(part, 8))
+        else:
+            values.append(int(part))
+    *leading, last = values
+    if any(v > 0xFF for v in leading) or last >= 1 << (8 * (4 - len(leading))):
+        return None
+    number = last
+    for i, v in enumerate(leading):
+        number |= v << (8 * (3 - i))
+    return str(ipaddress.IPv4Address(number))
+
+
+def host_problem(host: str) -> str | None:
+    """Why a URL host is internal as written, without resolving it: localhost (and names
+    under .localhost, which resolvers answer with loopback) or an IP literal in any form
+    (`ip_literal`) that `address_problem` refuses. None for a name (the download checks
+    every address it resolves to) and for a public address."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "a loopback address"
+    address = ip_literal(host)
+    return None if address is None else address_problem(address)
 
 
 def system_resolve(host: str, port: int) -> list[str]:

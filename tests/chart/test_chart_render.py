@@ -14,7 +14,6 @@ import pytest
 import yaml
 from chart_helpers import CHART, NAMESPACE, ROOT, Helm
 from tts_operator.kinds import rbac_needs
-from tts_operator.policy import DEFAULT_DENIED_ENV_NAMES
 
 CRD_FILE = "ttsservices.ttsoperator.io.yaml"
 PROMETHEUS_OPERATOR = [
@@ -225,6 +224,9 @@ def test_policy_values_reach_the_operator(helm: Helm, monkeypatch: pytest.Monkey
         "allowedPriorityClasses": ["tts-high"],
         "allowedRuntimeClasses": ["nvidia"],
         "allowTolerationWildcards": True,
+        "allowedTolerationKeys": ["dedicated"],
+        "allowedNodeSelectorKeys": ["pool"],
+        "allowedEnvNames": ["OMP_NUM_THREADS"],
         "allowedSecretNames": ["tts-*"],
         "allowHttpModelUris": True,
         "allowPrivateModelHosts": True,
@@ -236,7 +238,10 @@ def test_policy_values_reach_the_operator(helm: Helm, monkeypatch: pytest.Monkey
     policy = _operator_settings(_env(r.one("Deployment")), monkeypatch).policy
     dumped = policy.model_dump(by_alias=True)
     assert {k: dumped[k] for k in given} == given
-    assert dumped["deniedEnvNames"] == list(DEFAULT_DENIED_ENV_NAMES)  # kept from values.yaml
+    r = helm.template()
+    defaults = _operator_settings(_env(r.one("Deployment")), monkeypatch).policy
+    assert defaults.allowed_env_names == []  # values.yaml: the runtime's tuning knobs only
+    assert defaults.allowed_node_selector_keys == ["*"]
     # The download cap as a quantity, as values.yaml writes it.
     r = helm.template("--set", "policy.maxModelDownloadBytes=4Gi")
     policy = _operator_settings(_env(r.one("Deployment")), monkeypatch).policy

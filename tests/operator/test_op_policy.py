@@ -12,13 +12,14 @@ from pydantic import ValidationError
 from tts_operator.builders.model import DownloadRules
 from tts_operator.models import TTSServiceSpec
 from tts_operator.policy import (
+    RUNTIME_TUNING_ENV_NAMES,
     Policy,
     Violation,
     chart_value,
     check,
     download_rules,
     image_allowed,
-    image_repository,
+    image_prefixes,
     internal_host,
     refusal_message,
 )
@@ -63,6 +64,8 @@ def test_default_settings_carry_the_safe_policy() -> None:
     assert policy.allow_toleration_wildcards is False
     assert policy.allow_http_model_uris is False
     assert policy.allow_private_model_hosts is False
+    assert policy.allowed_env_names == []  # the runtime's tuning knobs only
+    assert policy.allowed_toleration_keys == []  # the GPU taint only
     for name in ("LD_PRELOAD", "PYTHONPATH", "TTS_MODEL_PATH", "NVIDIA_VISIBLE_DEVICES", "PATH"):
         assert violations(spec(runtime=env({"name": name, "value": "x"}))), name
 
@@ -77,13 +80,17 @@ def test_the_examples_pass_the_policy_their_comments_name() -> None:
     full = _example("full.yaml")
     assert {v.allowed_by for v in violations(full)} == {
         "policy.allowedSecretNames",
+        "policy.allowedEnvNames",
         "policy.allowedEnvValueFrom",
+        "policy.allowedTolerationKeys",
         "policy.allowedServiceAnnotations",
         "policy.allowedPriorityClasses",
         "policy.allowedRuntimeClasses",
     }
     opened = Policy(
         allowed_secret_names=["tts-*"],
+        allowed_env_names=["OMP_NUM_THREADS", "HF_TOKEN"],
+        allowed_toleration_keys=["dedicated"],
         allowed_env_value_from=["configMapKeyRef", "fieldRef", "resourceFieldRef", "secretKeyRef"],
         allowed_service_annotations=["example.com/*"],
         allowed_priority_classes=["tts-high"],
@@ -115,6 +122,8 @@ def test_policy_reads_from_one_json_variable_with_the_chart_keys(
         {"allowedHostPaths": ["/srv/../etc"]},
         {"allowedEnvValueFrom": ["secretRef"]},
         {"allowedImagePrefixes": [""]},
+        {"allowedImagePrefixes": ["Registry.example/UPPER/"]},  # not a repository path
+        {"deniedEnvNames": ["LD_*"]},  # the deny list is gone: the upgrade note says so
         {"maxModelDownloadBytes": "2 GB"},
         {"maxModelDownloadBytes": "1.5Gi"},
         {"maxModelDownloadBytes": 1000},  # under 1Mi
@@ -147,20 +156,67 @@ def test_chart_value_names_the_camel_case_key() -> None:
     ("image", "repository"),
     [
         ("ghcr.io/tts-operator/tts-runtime:0.1.0", DEFAULT_REPO),
-        ("ghcr.io/tts-operator/tts-runtime@sha256:abc", DEFAULT_REPO),
-        ("ghcr.io/tts-operator/tts-runtime:0.1@sha256:abc", DEFAULT_REPO),
+        ("ghcr.io/tts-operator/tts-runtime@sha256:" + "a" * 64, DEFAULT_REPO),
+        ("ghcr.io/tts-operator/tts-runtime:0.1@sha256:" + "a" * 64, DEFAULT_REPO),
         ("localhost:5000/tts-runtime:dev", "localhost:5000/tts-runtime"),
         ("localhost:5000/tts-runtime", "localhost:5000/tts-runtime"),
         ("localhost/tts-runtime:dev", "localhost/tts-runtime"),
-        ("rt:1", "rt"),
+        ("rt:1", "docker.io/library/rt"),
+        ("tts-runtime:dev", "docker.io/library/tts-runtime"),
+        ("library/tts-runtime", "docker.io/library/tts-runtime"),
+        ("index.docker.io/acme/tts", "docker.io/acme/tts"),
+        ("[::1]:5000/tts-runtime:dev", "[::1]:5000/tts-runtime"),
+        ("Registry.Example/tts:1", "registry.example/tts"),
     ],
 )
-def test_image_repository(image: str, repository: str) -> None:
-    assert image_repository(image) == repository
+def test_the_default_rule_is_the_default_images_parsed_repository(
+    image: str, repository: str
+) -> None:
+    assert image_prefixes(Policy(), image) == [repository]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "tts-runtime:5000/evil/miner",  # the registry host tts-runtime:5000, not Docker Hub
+        "tts-runtime:5000/tts-runtime:dev",
+        "evil.example/library/tts-runtime:dev",
+        "localhost/tts-runtime:dev",  # another registry host
+        "tts-runtime-evil:dev",
+        "tts-runtime/sub:dev",
+    ],
+)
+def test_an_image_on_another_registry_host_is_refused_whatever_its_prefix(image: str) -> None:
+    """Issue 22: the image check was a string prefix, so with a default image that has no
+    registry host (tts-runtime:dev), tts-runtime:5000/evil/miner passed and pulled from the
+    registry host tts-runtime:5000."""
+    v = only(violations(spec(runtime={"image": image}), image="tts-runtime:dev"))
+    assert v.field == "spec.runtime.image" and v.allowed_by == "policy.allowedImagePrefixes"
+    assert "docker.io/library/tts-runtime" in v.problem
+
+
+def test_docker_hub_names_are_one_repository_however_written() -> None:
+    for same in (
+        "tts-runtime:2",
+        "library/tts-runtime:2",
+        "docker.io/tts-runtime:2",
+        "docker.io/library/tts-runtime@sha256:" + "c" * 64,
+        "index.docker.io/library/tts-runtime:2",
+    ):
+        assert violations(spec(runtime={"image": same}), image="tts-runtime:dev") == [], same
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["ghcr.io/UPPER/case:1", "ghcr.io/acme/x:bad tag", "ghcr.io/acme/x@sha256:short", "ghcr.io//x"],
+)
+def test_an_image_that_is_not_a_reference_is_refused(image: str) -> None:
+    v = only(violations(spec(runtime={"image": image})))
+    assert "not a valid image reference" in v.problem
 
 
 def test_default_image_prefix_is_the_default_runtime_images_repository() -> None:
-    for good in (f"{DEFAULT_REPO}:0.2.0", f"{DEFAULT_REPO}@sha256:0123", DEFAULT_REPO):
+    for good in (f"{DEFAULT_REPO}:0.2.0", f"{DEFAULT_REPO}@sha256:{'0' * 64}", DEFAULT_REPO):
         assert violations(spec(runtime={"image": good})) == [], good
     for bad in (
         "docker.io/attacker/anything:1",
@@ -171,6 +227,7 @@ def test_default_image_prefix_is_the_default_runtime_images_repository() -> None
         v = only(violations(spec(runtime={"image": bad})))
         assert v.field == "spec.runtime.image" and v.allowed_by == "policy.allowedImagePrefixes"
         assert bad in v.problem and DEFAULT_REPO in v.problem
+        assert v.field == "spec.runtime.image"
 
 
 def test_the_operators_own_default_image_is_allowed_whatever_the_prefixes() -> None:
@@ -187,8 +244,37 @@ def test_configured_image_prefixes_replace_the_default() -> None:
     assert image_allowed("ghcr.io/acme/voice:2", prefixes)
     assert not image_allowed("ghcr.io/acme/voice2:2", prefixes)
     assert not image_allowed("registry.example/ttsx/a:1", prefixes)
+    assert not image_allowed("registry.example:5000/tts/a:1", prefixes)  # another host:port
+    assert not image_allowed("registry.example/tts:1", prefixes)  # the path itself is no repo
+    assert not image_allowed("ghcr.io/acme/voice/sub:1", prefixes)
     policy = Policy(allowed_image_prefixes=prefixes)
     assert violations(spec(runtime={"image": f"{DEFAULT_REPO}:0.1.0"}), policy)
+
+
+@pytest.mark.parametrize(
+    ("rule", "good", "bad"),
+    [
+        ("localhost:5000/", ["localhost:5000/a:1", "localhost:5000/a/b@sha256:" + "d" * 64],
+         ["localhost/a:1", "localhost:5001/a:1", "a:1"]),
+        ("docker.io/", ["a:1", "acme/a:1", "docker.io/acme/a"], ["ghcr.io/a:1", "localhost/a"]),
+        ("acme/", ["acme/a:1", "docker.io/acme/a/b:1"], ["acme:1", "acme2/a:1", "ghcr.io/acme/a"]),
+        ("ghcr.io/acme/tts@", ["ghcr.io/acme/tts@sha256:" + "e" * 64,
+                               "ghcr.io/acme/tts:1@sha256:" + "e" * 64],
+         ["ghcr.io/acme/tts:1", "ghcr.io/acme/tts"]),
+        ("ghcr.io/acme/tts:1.2", ["ghcr.io/acme/tts:1.2"],
+         ["ghcr.io/acme/tts:1.3", "ghcr.io/acme/tts", "ghcr.io/acme/tts:1.2@sha256:" + "f" * 64]),
+        ("ghcr.io/acme/tts@sha256:" + "a" * 64, ["ghcr.io/acme/tts:x@sha256:" + "a" * 64],
+         ["ghcr.io/acme/tts@sha256:" + "b" * 64, "ghcr.io/acme/tts:x"]),
+        ("ghcr.io/acme/tts:", ["ghcr.io/acme/tts:1", "ghcr.io/acme/tts"], ["ghcr.io/acme/tts2"]),
+    ],
+)  # fmt: skip
+def test_image_rules_by_registry_path_tag_and_digest(
+    rule: str, good: list[str], bad: list[str]
+) -> None:
+    for image in good:
+        assert image_allowed(image, [rule]), (rule, image)
+    for image in bad:
+        assert not image_allowed(image, [rule]), (rule, image)
 
 
 # ---------------------------------------------------------------- host paths
@@ -224,44 +310,72 @@ def test_allowed_host_paths_admit_only_their_directories(uri: str, allowed: bool
 @pytest.mark.parametrize(
     "name",
     [
+        # Issue 22: a deny list missed these, and each runs native code from a path it names
+        # (an OpenSSL config whose `module =` is a downloaded "model").
+        "OPENSSL_CONF",
+        "OPENSSL_MODULES",
+        "OPENSSL_ENGINES",
+        "CUDA_INJECTION64_PATH",
+        "CUDA_INJECTION32_PATH",
         "LD_PRELOAD",
         "LD_LIBRARY_PATH",
+        "LD_AUDIT",
         "ld_preload",
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        "MALLOC_CHECK_",
+        "MALLOC_ARENA_MAX",
         "PYTHONPATH",
         "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "NVIDIA_VISIBLE_DEVICES",
+        "NVIDIA_DRIVER_CAPABILITIES",
         "TTS_MODEL_PATH",
         "tts_model_path",  # the runtime reads its settings case-insensitively
         "TTS_HOST",
         "TTS_POD_NAME",
-        "NVIDIA_VISIBLE_DEVICES",
-        "GCONV_PATH",
+        "TTS_CACHE_SCOPE",
         "PATH",
+        "HF_HOME",
+        "OMP_NUM_THREADS",
+        "SSL_CERT_FILE",
     ],
 )
-def test_denied_env_names_are_refused(name: str) -> None:
-    s = spec(runtime=env({"name": "FINE", "value": "1"}, {"name": name, "value": "/models/x"}))
+def test_env_names_outside_the_allow_list_are_refused(name: str) -> None:
+    s = spec(
+        runtime=env({"name": "TTS_MEMORY_MODE", "value": "1"}, {"name": name, "value": "/m/x"})
+    )
     v = only(violations(s))
     assert v.field == "spec.runtime.env[1].name" and v.allowed_by == "policy.allowedEnvNames"
-    assert name in v.problem
+    assert name in v.problem and "runtime tuning knob" in v.problem
 
 
-@pytest.mark.parametrize(
-    "name", ["TTS_BATCH_CALIBRATION", "TTS_MEMORY_MODE", "HF_HOME", "OMP_NUM_THREADS", "MY_PATH"]
-)
-def test_other_env_names_are_allowed(name: str) -> None:
+@pytest.mark.parametrize("name", [*RUNTIME_TUNING_ENV_NAMES, "tts_memory_mode"])
+def test_the_runtimes_tuning_knobs_are_allowed(name: str) -> None:
     assert violations(spec(runtime=env({"name": name, "value": "false"}))) == []
 
 
-def test_allowed_env_names_override_the_deny_list() -> None:
-    s = spec(runtime=env({"name": "TTS_LOG_LEVEL", "value": "debug"}))
-    assert violations(s)
-    assert violations(s, Policy(allowed_env_names=["TTS_LOG_*"])) == []
-    assert violations(s, Policy(denied_env_names=["LD_*"])) == []
+def test_the_tuning_knobs_are_settings_the_runtime_documents() -> None:
+    from tts_runtime.settings import RuntimeSettings
+
+    fields = {f"TTS_{name.upper()}" for name in RuntimeSettings.model_fields}
+    assert set(RUNTIME_TUNING_ENV_NAMES) <= fields
+
+
+def test_allowed_env_names_are_case_sensitive_patterns_the_admin_lists() -> None:
+    omp = spec(runtime=env({"name": "OMP_NUM_THREADS", "value": "2"}))
+    assert violations(omp)
+    policy = Policy(allowed_env_names=["OMP_*", "TTS_LOG_LEVEL"])
+    assert violations(omp, policy) == []
+    assert violations(spec(runtime=env({"name": "TTS_LOG_LEVEL", "value": "debug"})), policy) == []
+    assert violations(spec(runtime=env({"name": "omp_num_threads", "value": "2"})), policy)
+    v = only(violations(spec(runtime=env({"name": "OPENSSL_CONF", "value": "/m"})), policy))
+    assert "(OMP_*, TTS_LOG_LEVEL)" in v.problem
 
 
 def test_secret_key_ref_is_refused_and_config_maps_and_field_refs_allowed() -> None:
     secret = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
-    v = only(violations(spec(runtime=env(secret))))
+    v = only(violations(spec(runtime=env(secret)), Policy(allowed_env_names=["TOKEN"])))
     assert v.field == "spec.runtime.env[0].valueFrom.secretKeyRef"
     assert v.allowed_by == "policy.allowedEnvValueFrom"
     allowed = [
@@ -269,8 +383,11 @@ def test_secret_key_ref_is_refused_and_config_maps_and_field_refs_allowed() -> N
         {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "C", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
     ]
-    assert violations(spec(runtime=env(*allowed))) == []
-    opened = Policy(allowed_env_value_from=["configMapKeyRef", "secretKeyRef"])
+    letters = Policy(allowed_env_names=["?"])
+    assert violations(spec(runtime=env(*allowed)), letters) == []
+    opened = Policy(
+        allowed_env_value_from=["configMapKeyRef", "secretKeyRef"], allowed_env_names=["*"]
+    )
     assert violations(spec(runtime=env(secret)), opened) == []
     v = only(violations(spec(runtime=env(allowed[1])), opened))
     assert v.field == "spec.runtime.env[0].valueFrom.fieldRef"
@@ -278,9 +395,8 @@ def test_secret_key_ref_is_refused_and_config_maps_and_field_refs_allowed() -> N
 
 def test_an_unknown_value_from_source_is_refused() -> None:
     odd = {"name": "X", "valueFrom": {"fileKeyRef": {"path": "/etc/shadow"}}}
-    assert (
-        only(violations(spec(runtime=env(odd)))).field == "spec.runtime.env[0].valueFrom.fileKeyRef"
-    )
+    found = violations(spec(runtime=env(odd)), Policy(allowed_env_names=["X"]))
+    assert only(found).field == "spec.runtime.env[0].valueFrom.fileKeyRef"
 
 
 # ---------------------------------------------------------------- service
@@ -326,7 +442,7 @@ def test_runtime_classes_need_allowing() -> None:
     assert violations(s, Policy(allowed_runtime_classes=["nvidia"])) == []
 
 
-def test_toleration_wildcards_need_allowing_but_keyed_tolerations_pass() -> None:
+def test_toleration_wildcards_need_allowing_but_the_gpu_taint_passes() -> None:
     keyed = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     wildcard = {"operator": "Exists"}
     s = spec(scheduling={"tolerations": [keyed, wildcard]})
@@ -335,6 +451,42 @@ def test_toleration_wildcards_need_allowing_but_keyed_tolerations_pass() -> None
     assert v.allowed_by == "policy.allowTolerationWildcards"
     assert violations(spec(scheduling={"tolerations": [keyed]})) == []
     assert violations(s, Policy(allow_toleration_wildcards=True)) == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["node-role.kubernetes.io/control-plane", "dedicated", "node.kubernetes.io/unschedulable"],
+)
+def test_tolerations_for_other_taints_need_the_chart_list(key: str) -> None:
+    """Issue 22: a keyed toleration plus a node selector aimed pods at any tainted node."""
+    s = spec(
+        scheduling={
+            "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+            "tolerations": [{"key": key, "operator": "Exists", "effect": "NoSchedule"}],
+        }
+    )
+    v = only(violations(s))
+    assert v.field == "spec.scheduling.tolerations[0].key"
+    assert v.allowed_by == "policy.allowedTolerationKeys"
+    assert key in v.problem and "nvidia.com/gpu" in v.problem
+    assert violations(s, Policy(allowed_toleration_keys=[key])) == []
+    assert violations(s, Policy(allowed_toleration_keys=["*"])) == []
+
+
+def test_the_gpu_taint_is_the_resource_names_key() -> None:
+    mig = "nvidia.com/mig-1g.10gb"
+    tol = {"scheduling": {"tolerations": [{"key": mig, "operator": "Exists"}]}}
+    gpu = {"gpu": {"count": 1, "resourceName": mig}}
+    assert violations(spec(runtime=gpu, **tol)) == []
+    assert only(violations(spec(**tol))).allowed_by == "policy.allowedTolerationKeys"
+
+
+def test_node_selector_keys_follow_the_chart_list() -> None:
+    s = spec(scheduling={"nodeSelector": {"pool": "reserved", "nvidia.com/gpu.present": "true"}})
+    assert violations(s) == []  # default ["*"]: a selector alone passes no taint
+    v = only(violations(s, Policy(allowed_node_selector_keys=["nvidia.com/*"])))
+    assert v.field == 'spec.scheduling.nodeSelector["pool"]'
+    assert v.allowed_by == "policy.allowedNodeSelectorKeys"
 
 
 # ---------------------------------------------------------------- model downloads
@@ -376,6 +528,22 @@ def test_plain_http_model_uris_need_allowing() -> None:
         ("[::ffff:169.254.169.254]", "a link-local address"),
         ("0.0.0.0", "an unspecified address"),
         ("100.64.0.1", "a non-public address"),
+        # Issue 22: IP literals the resolver reads although they are not dotted quads.
+        ("0x7f000001", "a loopback address"),
+        ("2130706433", "a loopback address"),
+        ("127.1", "a loopback address"),
+        ("0177.0.0.1", "a loopback address"),
+        ("0x7f.0.0.1", "a loopback address"),
+        ("0xA9FEA9FE", "a link-local address"),
+        ("169.254.43518", "a link-local address"),
+        ("012.0.0.1", "a private address"),
+        ("0", "an unspecified address"),
+        ("127.0.0.1.", "a loopback address"),
+        ("[0:0:0:0:0:0:0:1]", "a loopback address"),
+        ("[::ffff:7f00:1]", "a loopback address"),
+        ("[::ffff:127.0.0.1]:8443", "a loopback address"),
+        ("[64:ff9b::a9fe:a9fe]", "a link-local address"),
+        ("[fe80::1%25eth0]", "a link-local address"),
     ],
 )
 def test_model_hosts_at_internal_addresses_need_allowing(host: str, problem: str) -> None:
@@ -411,6 +579,40 @@ def test_the_operator_judges_literal_hosts_with_the_downloads_rule(
     host: str, why: str | None
 ) -> None:
     assert internal_host(host) == why
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0x7f000001", "2130706433", "127.1", "0177.0.0.1", "0x7f.1", "10.1", "192.168.257",
+        "0300.0250.0.1", "134744072", "8.8.8.8", "0", "1.2.3.4.5", "256.1.1.1", "09.1.1.1",
+        "0x100.1", "1.0x1000000", "0x", "::1", "0:0:0:0:0:0:0:1", "::ffff:7f00:1",
+        "::ffff:127.0.0.1", "fe80::1%eth0", "64:ff9b::a00:1", "2606:4700::1111",
+        "models.example.com", "1e3", "127.0.0.1x",
+    ],
+)  # fmt: skip
+def test_the_operator_reads_an_ip_literal_as_the_pods_resolver_does(host: str) -> None:
+    """The download resolves the URI's host with getaddrinfo and judges every address it
+    gets with address_problem. For an IP literal (AI_NUMERICHOST: no lookup, nothing leaves
+    the machine) the operator's parse must give that same address, so the operator refuses
+    exactly what the pod would."""
+    import ipaddress
+    import socket
+
+    from tts_runtime.fetch import address_problem, ip_literal
+
+    try:
+        infos = socket.getaddrinfo(host, 443, flags=socket.AI_NUMERICHOST, type=socket.SOCK_STREAM)
+        resolved: str | None = str(infos[0][4][0])
+    except socket.gaierror:
+        resolved = None
+    ours = ip_literal(host)
+    if resolved is None:
+        assert ours is None
+        return
+    assert ours is not None
+    assert ipaddress.ip_address(ours) == ipaddress.ip_address(resolved.split("%")[0])
+    assert internal_host(host) == address_problem(resolved)
 
 
 def test_a_required_sha256_is_asked_of_http_uris_only() -> None:

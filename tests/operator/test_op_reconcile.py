@@ -504,7 +504,8 @@ def test_a_spec_the_policy_refuses_writes_nothing_and_says_why(
     for named in (
         "spec.runtime.image",
         "policy.allowedImagePrefixes",
-        "(rt)",  # the allowed prefix: the default runtime image's repository (rt:1)
+        # the allowed rule: the default runtime image's repository (rt:1), parsed
+        "(docker.io/library/rt)",
         "spec.runtime.env[0].valueFrom.secretKeyRef",
         "policy.allowedEnvValueFrom",
     ):
@@ -547,6 +548,7 @@ def test_settings_that_allow_it_let_the_spec_through(kube: FakeKube, events: Eve
     policy = Policy(
         allowed_image_prefixes=["docker.io/attacker/"],
         allowed_env_value_from=["secretKeyRef"],
+        allowed_env_names=["TOKEN"],
     )
     ctx = Context(
         kube=kube, settings=OperatorSettings(runtime_image="rt:1", policy=policy), events=events
