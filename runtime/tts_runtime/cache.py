@@ -12,7 +12,10 @@ The key (`cache_key`) is a SHA-256 over the model's files (`model_digest`: the .
 input as the model gets it (its sentence segments, whitespace around them dropped), the
 synthesis scales (speed included), the response format and the sample rate: a new model or
 voice config never serves old audio, and two inputs that differ only in spacing share one
-entry. Streamed responses are not cached (docs/runtime.md, "Response cache").
+entry. It also holds the cache's scope (TTS_CACHE_SCOPE: the operator sets the TTSService's
+NAMESPACE/NAME unless its spec.cache.shareAcrossServices), so two services on one Redis never
+answer each other's requests, and X-TTS-Cache: hit tells a caller only what callers of the
+same service asked before. Streamed responses are not cached (docs/runtime.md, "Response cache").
 
 A Redis that is down or slow never fails a request and never delays one by more than
 TTS_CACHE_REDIS_TIMEOUT_MS: every call is bounded by that timeout, a failure is counted in
@@ -48,7 +51,7 @@ from tts_runtime.voice import resolve_model_files
 log = logging.getLogger(__name__)
 
 # Bumped whenever what a key's bytes mean changes (encoding, key layout).
-KEY_VERSION = 1
+KEY_VERSION = 2
 REDIS_PREFIX = f"tts-cache:v{KEY_VERSION}:"
 # What one in-memory entry costs beyond its body: the key string, the dict node and the
 # bytes object's header; counted so that many tiny entries cannot exceed the bound.
@@ -87,11 +90,15 @@ def cache_key(
     scales: SynthesisScales,
     response_format: str,
     sample_rate: int,
+    scope: str = "",
 ) -> str:
     """The key of one whole response: hex SHA-256 of everything that changes its bytes.
-    `model` is `model_digest`; `segments` the input as split for the model."""
+    `model` is `model_digest`; `segments` the input as split for the model; `scope`
+    (TTS_CACHE_SCOPE, the operator's NAMESPACE/NAME) keeps one service's entries from
+    another's in a shared Redis ("" only where the spec opts in to sharing)."""
     fields = [
         KEY_VERSION,
+        scope,
         model,
         precision,
         speaker_id,
@@ -289,7 +296,9 @@ class ResponseCache:
         max_bytes: int,
         max_entry_bytes: int,
         redis: RedisTier | None = None,
+        scope: str = "",
     ) -> None:
+        self.scope = scope
         self.model = model
         self.precision = precision
         self.sample_rate = sample_rate
@@ -313,6 +322,7 @@ class ResponseCache:
             scales=scales,
             response_format=response_format,
             sample_rate=self.sample_rate,
+            scope=self.scope,
         )
 
     async def get(self, key: str) -> bytes | None:
@@ -384,11 +394,12 @@ def build_cache(
         where = f"Redis at {redis_location(url)}"
     digest = model_digest(settings.model_path, precision)
     log.info(
-        "response cache on: %d bytes in memory, %s (timeout %g ms); model digest %s",
+        "response cache on: %d bytes in memory, %s (timeout %g ms); model digest %s, scope %s",
         settings.cache_max_bytes,
         where,
         settings.cache_redis_timeout_ms,
         digest[:12],
+        settings.cache_scope or "(shared)",
     )
     return ResponseCache(
         model=digest,
@@ -398,4 +409,5 @@ def build_cache(
         max_bytes=settings.cache_max_bytes,
         max_entry_bytes=settings.cache_max_entry_bytes,
         redis=tier,
+        scope=settings.cache_scope,
     )

@@ -199,6 +199,15 @@ class RuntimeSettings(BaseSettings):
         "any error, the request is served from the model and Redis is left alone for 1 s, "
         "doubling to 30 s while it keeps failing.",
     )
+    cache_scope: str = Field(
+        default="",
+        max_length=512,
+        description="Part of every cache key: entries made under one scope are never "
+        "served under another, so services sharing a Redis do not share audio (nor learn "
+        "what the other's callers said). The operator sets the TTSService's NAMESPACE/NAME; "
+        "empty (spec.cache.shareAcrossServices) shares with every service of the same "
+        "model and scope.",
+    )
     cache_redis_ttl_s: int = Field(
         default=86_400,
         ge=1,

@@ -66,6 +66,7 @@ def test_redis_comes_from_a_secret_file_never_from_the_environment() -> None:
     assert cache_data(spec) == {
         "TTS_CACHE_MAX_BYTES": str(256 * MI),
         "TTS_CACHE_MAX_ENTRY_BYTES": str(MI),
+        "TTS_CACHE_SCOPE": "speech/voice",
         "TTS_CACHE_REDIS_URL_FILE": URL_FILE,
         "TTS_CACHE_REDIS_TIMEOUT_MS": "50",
         "TTS_CACHE_REDIS_TTL_S": "3600",
@@ -138,3 +139,20 @@ def test_the_redis_secret_must_be_one_the_policy_allows() -> None:
     assert refused.field == "spec.cache.redis.urlSecretRef"
     assert refused.allowed_by == "policy.allowedSecretNames"
     assert check(spec, Policy(allowed_secret_names=["tts-*"]), IMAGE) == []
+
+
+def test_the_cache_is_scoped_to_the_service_unless_it_opts_in_to_sharing() -> None:
+    """Issue 22: two TTSServices of one model on one Redis shared audio, and X-TTS-Cache told
+    either's callers what the other's had asked. The key now holds NAMESPACE/NAME."""
+    on = {"enabled": True, "redis": REDIS}
+    assert cache_data(spec_of(cache=on))["TTS_CACHE_SCOPE"] == "speech/voice"
+    from tts_operator.builders import build_children
+
+    other = build_children("other", "team-b", spec_of(cache=on), IMAGE)
+    assert kind(other, "ConfigMap")["data"]["TTS_CACHE_SCOPE"] == "team-b/other"
+    shared = spec_of(cache={**on, "shareAcrossServices": True})
+    assert cache_data(shared)["TTS_CACHE_SCOPE"] == ""
+    # The runtime reads it as a setting, and a spec cannot set it through the env.
+    assert "cache_scope" in RuntimeSettings.model_fields
+    env = {"runtime": {"env": [{"name": "TTS_CACHE_SCOPE", "value": ""}]}}
+    assert check(spec_of(cache=on, **env), Policy(), IMAGE)

@@ -24,6 +24,7 @@ from tts_runtime.cache import (
     BREAKER_BASE_S,
     BREAKER_MAX_S,
     ENTRY_OVERHEAD_BYTES,
+    REDIS_PREFIX,
     Breaker,
     MemoryLru,
     RedisTier,
@@ -87,6 +88,7 @@ def test_the_key_changes_with_everything_that_changes_the_bytes() -> None:
         "scales": SynthesisScales(0.667, 1.0 / 1.25, 0.8),
         "response_format": "mp3",
         "sample_rate": 16000,
+        "scope": "team-b/other",
     }
     keys = {base}
     for field, value in changed.items():
@@ -94,6 +96,29 @@ def test_the_key_changes_with_everything_that_changes_the_bytes() -> None:
     assert len(keys) == len(changed) + 1
     noise = dataclasses.replace(KEY_FIELDS["scales"], noise_scale=0.5)
     assert cache_key(**{**KEY_FIELDS, "scales": noise}) != base
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_key_holds_the_scope_the_settings_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: one Redis, many tenants. The operator sets TTS_CACHE_SCOPE to the
+    TTSService's NAMESPACE/NAME; two scopes never share an entry, whatever else agrees."""
+    monkeypatch.setenv("TTS_CACHE_MAX_BYTES", str(1 << 20))
+    fields = {k: KEY_FIELDS[k] for k in ("segments", "scales")}
+
+    def key_in(scope: str | None) -> str:
+        if scope is None:
+            monkeypatch.delenv("TTS_CACHE_SCOPE", raising=False)
+        else:
+            monkeypatch.setenv("TTS_CACHE_SCOPE", scope)
+        cache = build_cache(load_settings(), "fp32", 22050, CollectorRegistry())
+        assert cache is not None
+        assert cache.scope == (scope or "")
+        return cache.key(0, fields["segments"], fields["scales"], "wav")
+
+    monkeypatch.setattr("tts_runtime.cache.model_digest", lambda path, precision: "a" * 64)
+    team_a, team_b, shared = key_in("team-a/voice"), key_in("team-b/voice"), key_in(None)
+    assert len({team_a, team_b, shared}) == 3
+    assert key_in("team-a/voice") == team_a
 
 
 def test_spacing_the_model_never_sees_shares_a_key_and_wording_does_not() -> None:
@@ -310,7 +335,7 @@ def test_redis_keeps_a_response_for_its_ttl(redis_up: RedisServer) -> None:
         assert sample(m, "tts_cache_redis_up") == 1
 
     asyncio.run(scenario())
-    ttl = redis_up.client().ttl("tts-cache:v1:k")
+    ttl = redis_up.client().ttl(REDIS_PREFIX + "k")
     assert 0 < int(ttl) <= 60
 
 
@@ -438,11 +463,11 @@ def test_replicas_share_responses_through_redis(
     a, b = two_replicas
     text = "A sentence only the first replica has made."
     keys = shared_redis.client()
-    stored = len(keys.keys("tts-cache:v1:*"))
+    stored = len(keys.keys(REDIS_PREFIX + "*"))
     made = post(a, text)
     assert made.headers["x-tts-cache"] == "miss"
     deadline = time.monotonic() + 5  # a's write to Redis runs after its response
-    while len(keys.keys("tts-cache:v1:*")) == stored:
+    while len(keys.keys(REDIS_PREFIX + "*")) == stored:
         assert time.monotonic() < deadline, "a never wrote its response to Redis"
         time.sleep(0.01)
     shared = post(b, text)
@@ -451,6 +476,31 @@ def test_replicas_share_responses_through_redis(
     assert b.metric("tts_cache_hits_total", tier="redis") >= 1
     assert b.metric("tts_audio_seconds_total") == 0  # b synthesized nothing for it
     assert b.metric("tts_cache_redis_up") == 1
+
+
+@pytest.mark.slow
+def test_another_service_on_the_same_redis_gets_no_hit(
+    two_replicas: tuple[Served, Served],
+    shared_redis: RedisServer,
+    small_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Issue 22: the same model and Redis under another scope (another TTSService) is a
+    miss, so its callers learn nothing of what this service's callers asked."""
+    a, _ = two_replicas
+    text = "A sentence only one service has asked for."
+    keys = shared_redis.client()
+    stored = len(keys.keys(REDIS_PREFIX + "*"))
+    assert post(a, text).headers["x-tts-cache"] == "miss"
+    deadline = time.monotonic() + 5
+    while len(keys.keys(REDIS_PREFIX + "*")) == stored:
+        assert time.monotonic() < deadline, "a never wrote its response to Redis"
+        time.sleep(0.01)
+    with serve_cached(
+        small_model_dir, tmp_path, shared_redis.url, cache_scope="team-b/other"
+    ) as other:
+        assert post(other, text).headers["x-tts-cache"] == "miss"
+        assert other.metric("tts_cache_hits_total", tier="redis") == 0
 
 
 @pytest.fixture

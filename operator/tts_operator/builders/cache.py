@@ -34,14 +34,23 @@ def cache_max_bytes(spec: TTSServiceSpec) -> int:
     return byte_count(memory) // MEMORY_SHARE
 
 
-def cache_env(spec: TTSServiceSpec) -> dict[str, str]:
-    """The TTS_CACHE_* variables; none when the cache is off (the runtime's default)."""
+def cache_scope(spec: TTSServiceSpec, name: str, namespace: str) -> str:
+    """TTS_CACHE_SCOPE, part of every cache key: the TTSService's NAMESPACE/NAME, so services
+    sharing a Redis never serve (nor reveal through X-TTS-Cache) each other's audio; empty
+    when spec.cache.shareAcrossServices opts in to sharing."""
+    return "" if spec.cache.share_across_services else f"{namespace}/{name}"
+
+
+def cache_env(spec: TTSServiceSpec, name: str, namespace: str) -> dict[str, str]:
+    """The TTS_CACHE_* variables of the TTSService NAMESPACE/NAME; none when the cache is off
+    (the runtime's default)."""
     cache = spec.cache
     if not cache.enabled:
         return {}
     env = {
         "TTS_CACHE_MAX_BYTES": str(cache_max_bytes(spec)),
         "TTS_CACHE_MAX_ENTRY_BYTES": str(byte_count(cache.max_entry_bytes)),
+        "TTS_CACHE_SCOPE": cache_scope(spec, name, namespace),
     }
     url_file = cache_redis_url_file(spec)
     if cache.redis is not None and url_file is not None:

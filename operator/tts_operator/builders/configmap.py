@@ -12,8 +12,11 @@ from tts_operator.kinds import CONFIGMAP, Manifest
 from tts_operator.models import RUNTIME_PORT, TTSServiceSpec
 
 
-def runtime_env(spec: TTSServiceSpec, delivery: ModelDelivery) -> dict[str, str]:
-    """The TTS_* variables the runtime reads (runtime/tts_runtime/settings.py)."""
+def runtime_env(
+    spec: TTSServiceSpec, delivery: ModelDelivery, name: str, namespace: str
+) -> dict[str, str]:
+    """The TTS_* variables the runtime reads (runtime/tts_runtime/settings.py) for the
+    TTSService NAMESPACE/NAME."""
     batching = spec.runtime.batching
     env = {
         "TTS_MODEL_PATH": delivery.model_path,
@@ -35,7 +38,7 @@ def runtime_env(spec: TTSServiceSpec, delivery: ModelDelivery) -> dict[str, str]
     keys = api_keys_file(spec)
     if keys:
         env["TTS_API_KEYS_FILE"] = keys.path
-    env.update(cache_env(spec))
+    env.update(cache_env(spec, name, namespace))
     return env
 
 
@@ -45,5 +48,5 @@ def build_configmap(
     return {
         **CONFIGMAP.header(),
         "metadata": metadata(name, namespace, configmap_name(name)),
-        "data": runtime_env(spec, delivery),
+        "data": runtime_env(spec, delivery, name, namespace),
     }
