@@ -24,19 +24,21 @@ from kubernetes import client
 from operatorproc import OperatorProcess
 from tts_cluster import REPO_ROOT, Binaries, ClusterError, LocalCluster, deploy, locate_binaries
 from tts_cluster.images import Images, locate_images
-from tts_cluster.node import RealNode, missing_host_tools
+from tts_cluster.node import REAL_NODE_TAINT, RealNode, missing_host_tools
 
 CRD_DIR = REPO_ROOT / "crds"
 WORK_ROOT = REPO_ROOT / ".cache" / "e2e"
 # The chart's policy for the in-cluster operator: the model-over-http scenario serves the
 # voice from a plain-http Service inside the cluster (a ClusterIP: a private address).
 # What the in-cluster operator allows beyond the chart's defaults: the model-over-http
-# scenario's in-cluster server, and the Secrets (named tts-*) the auth and cache scenario
-# refers to.
+# scenario's in-cluster server, the Secrets (named tts-*) the auth and cache scenario
+# refers to, and the real node's taint, which the real-node scenarios tolerate (set when
+# stub nodes share the cluster) and the default policy refuses (issue 22).
 E2E_POLICY = {
     "allowHttpModelUris": True,
     "allowPrivateModelHosts": True,
     "allowedSecretNames": ["tts-*"],
+    "allowedTolerationKeys": [REAL_NODE_TAINT["key"]],
 }
 
 
