@@ -9,7 +9,7 @@ non-zero exit and one line; the rest end one request with an OpenAI-style JSON e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.exceptions import HTTPException
 
@@ -68,6 +68,21 @@ class SynthesisFailedError(BatcherError):
 
 class BatcherStoppedError(BatcherError):
     pass
+
+
+# -- the text front end -----------------------------------------------------------
+
+UnspeakableReason = Literal["refused", "crashed", "timed_out", "failed"]
+
+
+class UnspeakableInputError(Exception):
+    """The text front end cannot take this input: a rule refused it up front (a known
+    espeak-ng crash), or the phonemizer crashed on it, hung, or raised. Only the request
+    that sent it fails (tts_unspeakable_inputs_total counts it by reason)."""
+
+    def __init__(self, reason: UnspeakableReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: UnspeakableReason = reason
 
 
 # -- the HTTP API ------------------------------------------------------------------
@@ -137,6 +152,8 @@ def api_error(exc: BaseException) -> ApiError:
             type="server_error",
             code="timeout",
         )
+    if isinstance(exc, UnspeakableInputError):
+        return ApiError(400, str(exc), param="input", code="unspeakable_input")
     if isinstance(exc, BatcherStoppedError):
         return draining_error()
     if isinstance(exc, BatcherError):  # SynthesisFailedError

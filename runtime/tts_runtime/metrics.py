@@ -7,8 +7,12 @@ from tts_queue_wait_seconds (see docs/runtime.md and `average_queue_wait`).
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from tts_runtime.errors import UnspeakableReason
 
 # tts_auth_failures_total's reasons (tts_runtime.auth).
 AUTH_FAILURE_REASONS = ("missing", "invalid")
@@ -92,6 +96,17 @@ class RuntimeMetrics:
         )
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.labels(reason=reason)
+        self.unspeakable_inputs = Counter(
+            "tts_unspeakable_inputs",
+            "Requests answered 400 unspeakable_input because the text front end could not "
+            "take their text, by reason: refused (a pattern known to crash espeak-ng), "
+            "crashed (the phonemizer worker died on it and was replaced), timed_out (it hung "
+            "and was replaced), failed (it raised an error).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in get_args(UnspeakableReason):
+            self.unspeakable_inputs.labels(reason=reason)
 
     def set_model(self, model: str, provider: str, precision: str) -> None:
         self.model.info({"model": model, "provider": provider, "precision": precision})

@@ -139,6 +139,14 @@ class RuntimeSettings(BaseSettings):
         "a whole response gets 400 audio_too_long. Bounds what one request holds (float32 "
         "samples at the model's rate) and the engine time it takes.",
     )
+    front_end_workers: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="espeak-ng phonemizer processes: a text that crashes espeak-ng then "
+        "fails only its own request (400 unspeakable_input) and the worker is replaced. "
+        "0 runs espeak-ng inside the server, where such a text ends the process.",
+    )
     max_input_chars: int = Field(default=4096, ge=1)
     max_segment_chars: int = Field(default=400, ge=16)
     host: str = "0.0.0.0"

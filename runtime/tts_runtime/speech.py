@@ -33,6 +33,7 @@ from tts_runtime.errors import (
     CLIENT_CLOSED_REQUEST,
     ApiError,
     BatcherError,
+    UnspeakableInputError,
     api_error,
     draining_error,
     status_label,
@@ -291,8 +292,13 @@ async def plan_speech(
     cache_key: str | None = None,
 ) -> SpeechPlan:
     """The items of a checked request (`_check_request` gave `speaker_id` and `fmt`)."""
-    with runtime.batcher.preparing():
-        items = await run_in_threadpool(_segment_ids, runtime, request.input, speaker_id)
+    try:
+        with runtime.batcher.preparing():
+            items = await run_in_threadpool(_segment_ids, runtime, request.input, speaker_id)
+    except UnspeakableInputError as exc:
+        runtime.metrics.unspeakable_inputs.labels(reason=exc.reason).inc()
+        log.info("input not speakable (%s): %s", exc.reason, exc)
+        raise api_error(exc) from None
     if not items:
         raise ApiError(
             400,

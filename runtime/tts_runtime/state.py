@@ -77,7 +77,8 @@ class Runtime:
         self.voices = voice_map(settings, engine.config)
         self.model_ids = tuple(dict.fromkeys((settings.model_name, *OPENAI_MODEL_ALIASES)))
         self.formats = audio.available_formats()
-        self.front_end = TextFrontEnd(engine.config)
+        # espeak-ng in worker processes: no text can end this one.
+        self.front_end = TextFrontEnd(engine.config, workers=settings.front_end_workers)
         self.empty_ids = self.front_end.phoneme_ids("")
         self.max_audio_samples = int(settings.max_audio_seconds * engine.sample_rate)
         self.metrics = RuntimeMetrics(max_batch_size=settings.max_batch_size)
@@ -117,6 +118,7 @@ class Runtime:
         if self._warm_up_task is not None and not self._warm_up_task.done():
             self._warm_up_task.cancel()
         await self.batcher.stop()
+        self.front_end.close()
         if self.cache is not None:
             await self.cache.close()
 

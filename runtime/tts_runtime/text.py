@@ -9,7 +9,8 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from tts_runtime.errors import ModelLoadError
+from tts_runtime.errors import ModelLoadError, UnspeakableInputError
+from tts_runtime.phonemizer_pool import PhonemizerPool, WorkerStartError
 from tts_runtime.voice import BOS, EOS, PAD, VoiceConfig
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,44 @@ _ESPEAK_LOCK = threading.Lock()
 # and "www.example.com" stay as they are.
 _RISKY_DOT = re.compile(r"(?<![A-Za-z0-9])\.(?=\S)|\.(?=[^\sA-Za-z0-9])")
 
+# espeak-ng, as piper-tts bundles it, overflows its stack stripping suffixes when one word
+# stacks the same few letters again and again: "s's's'…", "Bob's's's…", "nessnessness…",
+# "U.S.U.S.…" crash the process from about 50 repeats on (espeak-ng fixed the first in its
+# pull request 2495), and so does a chain of some 100 single-letter abbreviations
+# ("U.S.A.F.U.S.A.F.…"). Refused up front, being cheap to spot and no real word: a word
+# that repeats one unit of 2-6 characters, a Latin letter among them, REPEATS_REFUSED
+# times or more ("haha…" crashes nothing but is refused from 32 repeats; CJK text, which
+# has no spaces, is left alone), and a word of ABBREVIATIONS_REFUSED letter-dot pairs in a
+# row. These are the families fuzzing found, not all there are (a unit of 8 characters,
+# "'s'sness" 30 times, still crashes espeak-ng): the phonemizer's worker processes
+# (phonemizer_pool.py) are what keeps the server safe from the rest.
+REPEATS_REFUSED = 32
+ABBREVIATIONS_REFUSED = 48
+_REPEATED_UNIT = re.compile(rf"(\S{{2,6}}?)\1{{{REPEATS_REFUSED - 1},}}")
+_ABBREVIATION_CHAIN = re.compile(rf"(?:[A-Za-z]\.){{{ABBREVIATIONS_REFUSED},}}")
+
 Phonemizer = Callable[[str], list[str]]
+
+
+def refuse_known_crashes(text: str) -> None:
+    """UnspeakableInputError when `text` holds a pattern known to crash espeak-ng."""
+    for match in _REPEATED_UNIT.finditer(text):
+        unit = match.group(1)
+        if any("a" <= char <= "z" for char in unit.lower()):
+            raise UnspeakableInputError(
+                "refused",
+                f"input repeats {unit!r} {len(match.group(0)) // len(unit)} times in one "
+                f"word ({REPEATS_REFUSED} is the limit): such words crash the espeak-ng "
+                "phonemizer; put spaces between the repeats or shorten them",
+            )
+    chain = _ABBREVIATION_CHAIN.search(text)
+    if chain:
+        raise UnspeakableInputError(
+            "refused",
+            f"input has {len(chain.group(0)) // 2} letter-dot abbreviations in a row in one "
+            f"word ({ABBREVIATIONS_REFUSED - 1} is the limit): such words crash the espeak-ng "
+            "phonemizer; put spaces between them",
+        )
 
 
 def split_sentences(text: str, max_chars: int) -> list[str]:
@@ -65,10 +103,28 @@ def _break_point(segment: str, max_chars: int) -> int:
 class TextFrontEnd:
     """Turns text into the phoneme ids a Piper voice expects (BOS, PAD after each, EOS)."""
 
-    def __init__(self, config: VoiceConfig, config_path: Path | None = None) -> None:
+    def __init__(
+        self, config: VoiceConfig, config_path: Path | None = None, *, workers: int = 0
+    ) -> None:
+        """`workers` > 0 runs espeak-ng in that many worker processes (what the server
+        does: a crash then costs one request); 0 runs it in this process."""
         self._id_map = config.phoneme_id_map
         source = config_path or config.source or Path("model.onnx.json")
-        self._phonemize = _make_phonemizer(config, source)
+        self._pool: PhonemizerPool | None = None
+        if config.phoneme_type == "espeak" and workers > 0:
+            self._pool = _espeak_pool(config, source, workers)
+            self._phonemize = _pooled_phonemizer(self._pool)
+        else:
+            self._phonemize = _make_phonemizer(config, source)
+
+    @property
+    def pool(self) -> PhonemizerPool | None:
+        """The worker processes, when espeak-ng runs in them."""
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
     def phonemes(self, text: str) -> list[str]:
         return self._phonemize(text)
@@ -122,15 +178,37 @@ def _espeak_phonemizer(config: VoiceConfig, config_path: Path) -> Phonemizer:
     clusters = {tuple(c) for c in config.vowel_clusters} or None
 
     def phonemize(text: str) -> list[str]:
-        text = _RISKY_DOT.sub(". ", text)
+        text = _espeak_safe(text)
         with _ESPEAK_LOCK:
-            sentences = espeak.phonemize(config.espeak_voice, text, vowel_clusters=clusters)
-        # The caller already split the text into segments; keep one sequence per segment.
-        joined: list[str] = []
-        for sentence in sentences:
-            if joined and sentence:
-                joined.append(" ")
-            joined.extend(sentence)
-        return joined
+            return _joined(espeak.phonemize(config.espeak_voice, text, vowel_clusters=clusters))
 
     return phonemize
+
+
+def _espeak_pool(config: VoiceConfig, config_path: Path, workers: int) -> PhonemizerPool:
+    try:
+        return PhonemizerPool(config.espeak_voice, config.vowel_clusters, workers)
+    except WorkerStartError as error:
+        raise ModelLoadError(config_path, str(error)) from error
+
+
+def _pooled_phonemizer(pool: PhonemizerPool) -> Phonemizer:
+    return lambda text: _joined(pool.phonemize(_espeak_safe(text)))
+
+
+def _espeak_safe(text: str) -> str:
+    """`text` as espeak-ng may read it: risky dots spaced, then known crash patterns
+    refused (a spaced dot has already broken up "é.é.é…", so only what is left counts)."""
+    text = _RISKY_DOT.sub(". ", text)
+    refuse_known_crashes(text)
+    return text
+
+
+def _joined(sentences: list[list[str]]) -> list[str]:
+    """The caller already split the text into segments: one sequence per segment."""
+    joined: list[str] = []
+    for sentence in sentences:
+        if joined and sentence:
+            joined.append(" ")
+        joined.extend(sentence)
+    return joined

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tts_runtime.errors import ModelLoadError
+from tts_runtime.errors import ModelLoadError, UnspeakableInputError
 from tts_runtime.testmodel import make_voice_config, phoneme_id_map
-from tts_runtime.text import TextFrontEnd, split_sentences
+from tts_runtime.text import TextFrontEnd, refuse_known_crashes, split_sentences
 from tts_runtime.voice import VoiceConfig, load_voice_config
 
 IDS = phoneme_id_map()
@@ -77,6 +77,56 @@ def test_espeak_rejects_an_unknown_voice_at_load() -> None:
     )
     with pytest.raises(ModelLoadError, match="no-such-voice"):
         TextFrontEnd(config)
+
+
+def test_espeak_in_worker_processes_gives_the_same_ids_as_in_process() -> None:
+    pytest.importorskip("piper.phonemize_espeak", reason="optional piper-tts is not installed")
+    config = make_voice_config().model_copy(update={"phoneme_type": "espeak"})
+    pooled = TextFrontEnd(config, workers=2)
+    try:
+        assert pooled.pool is not None and len(pooled.pool.pids) == 2
+        for text in ("Hello world.", "Dr. Smith paid $3.50 on 5/6.", "Ça va? Très bien."):
+            assert pooled.phoneme_ids(text) == TextFrontEnd(config).phoneme_ids(text)
+    finally:
+        pooled.close()
+    assert TextFrontEnd(config).pool is None  # workers=0: in this process
+    assert TextFrontEnd(make_voice_config(), workers=2).pool is None  # no espeak-ng to guard
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "s'" * 71,
+        "Bob's" + "'s" * 70,
+        "nessnessness" + "ness" * 68,
+        "U.S." * 100,
+        "U.S.A.F." * 30,
+        "ha" * 32,
+    ],
+)
+def test_words_of_the_known_crash_families_are_refused(text: str) -> None:
+    with pytest.raises(UnspeakableInputError) as raised:
+        refuse_known_crashes(f"Before {text} after.")
+    assert raised.value.reason == "refused"
+    assert "espeak-ng" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ha" * 31,  # one below the limit
+        "s' " * 200,  # the same units, spaced
+        "U.S. " * 100,
+        "".join(f"{letter}." for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),  # 26 of 48
+        "你好" * 200,  # CJK has no spaces: left alone
+        "-" * 300,  # no letter in the unit
+        "Noooooooooooooooooooooooooooooooooooooooooooooooo!",  # one letter is no unit
+        "https://example.com/a/very/long/path/that/keeps/going/and/going/index.html",
+        "www.example.com 3.14.15.92 e.g. i.e. U.S.A.",
+    ],
+)
+def test_ordinary_and_near_miss_text_is_not_refused(text: str) -> None:
+    refuse_known_crashes(text)
 
 
 @pytest.mark.parametrize(
