@@ -60,7 +60,8 @@ def read_keys(path: Path) -> list[str]:
     """The keys in the file at `path`; ApiKeysError (naming the file, never its content)
     when it cannot be read or holds none."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        # utf-8-sig: a byte-order mark some editors write would else start the first key.
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as err:
         raise ApiKeysError(f"cannot read the API key file {path}: {err.strerror or err}") from None
     except UnicodeDecodeError:

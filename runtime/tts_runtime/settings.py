@@ -66,7 +66,7 @@ def read_redis_url(path: Path) -> str:
     """The Redis URL in a file (a mounted Secret's key), surrounding blanks stripped;
     ValueError naming the file, never its content."""
     try:
-        url = path.read_text(encoding="utf-8").strip()
+        url = path.read_text(encoding="utf-8-sig").strip()  # a leading BOM is no part of it
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
         raise ValueError(f"cannot read the Redis URL file {path}: {reason}") from None

@@ -104,6 +104,15 @@ def test_the_key_file_is_read_through_the_secret_volume_symlinks(volume: SecretV
     assert read_keys(volume.path) == [KEY, OTHER_KEY]
 
 
+def test_a_byte_order_mark_does_not_become_part_of_the_first_key(volume: SecretVolume) -> None:
+    """Some editors start a UTF-8 file with U+FEFF; str.strip() keeps it (it is not
+    whitespace), so the first key would silently never match."""
+    volume.write(f"\ufeff{KEY}\n{OTHER_KEY}\n")
+    assert read_keys(volume.path) == [KEY, OTHER_KEY]
+    keys = ApiKeys(volume.path)
+    assert keys.accepts(KEY.encode())
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
