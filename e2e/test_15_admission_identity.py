@@ -107,7 +107,7 @@ def _refused(user: E2EKube, namespace: str, body: dict[str, Any]) -> str:
 
 
 def test_the_api_server_judges_a_ttsservice_with_its_authors_rights(
-    kube: E2EKube, namespace: str, tts_user: E2EKube, admission_policy: str
+    crds: None, kube: E2EKube, namespace: str, tts_user: E2EKube, admission_policy: str
 ) -> None:
     kube.core.create_namespaced_secret(
         namespace, {"metadata": {"name": SECRET}, "stringData": {"keys": "k1"}}
@@ -133,9 +133,10 @@ def test_the_api_server_judges_a_ttsservice_with_its_authors_rights(
     message = _refused(tts_user, namespace, with_secret)
     assert admission_policy in message
     assert f"may not get Secret {SECRET}" in message and "get secrets" in message
+    assert "spec.auth.apiKeysSecretRef" in message
     message = _refused(tts_user, namespace, with_claim)
     assert f"may not get PersistentVolumeClaim {CLAIM}" in message
-    assert "get persistentvolumeclaims" in message
+    assert "get persistentvolumeclaims" in message and "spec.model.uri" in message
     message = _refused(tts_user, namespace, tolerating)
     assert "node-role.kubernetes.io/control-plane" in message
     assert "policy.allowedTolerationKeys" in message

@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from chart_helpers import Helm
+from chart_helpers import NAMESPACE, Helm
 
 
 def _policy(helm: Helm, *args: str) -> tuple[dict[str, Any], str]:
@@ -17,13 +17,31 @@ def _policy(helm: Helm, *args: str) -> tuple[dict[str, Any], str]:
     return vap, json.dumps(vap["spec"])
 
 
-def test_the_policy_is_on_by_default_and_bound_to_every_namespace(helm: Helm) -> None:
+def _served(*names: str) -> dict[str, Any]:
+    return {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}
+            ]
+        }
+    }
+
+
+def test_the_policy_is_on_by_default_and_bound_to_the_namespaces_served(helm: Helm) -> None:
+    """Bound to what this release's operator serves, so two releases with different policy
+    lists never judge each other's TTSServices; every namespace with scope cluster."""
     r = helm.template()
     vap = r.one("ValidatingAdmissionPolicy")
     binding = r.one("ValidatingAdmissionPolicyBinding")
     assert binding["spec"]["policyName"] == vap["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
-    assert "matchResources" not in binding["spec"]
+    assert binding["spec"]["matchResources"] == _served(NAMESPACE)
+    watched = helm.template("--set", "watchNamespaces={voices,staging}")
+    assert watched.one("ValidatingAdmissionPolicyBinding")["spec"]["matchResources"] == _served(
+        "voices", "staging"
+    )
+    cluster = helm.template("--set", "scope=cluster")
+    assert "matchResources" not in cluster.one("ValidatingAdmissionPolicyBinding")["spec"]
     spec = vap["spec"]
     assert spec["failurePolicy"] == "Fail"
     [rule] = spec["matchConstraints"]["resourceRules"]
@@ -33,16 +51,33 @@ def test_the_policy_is_on_by_default_and_bound_to_every_namespace(helm: Helm) ->
 
 
 def test_it_asks_the_authorizer_for_the_authors_get_on_secrets_and_claims(helm: Helm) -> None:
-    _, text = _policy(helm)
-    for resource in ("secrets", "persistentvolumeclaims"):
+    """Each Secret field and the claim is one validation whose expression asks the authorizer
+    (a messageExpression has no `authorizer`: the API server found that) and whose message
+    names the field and the missing permission."""
+    vap, text = _policy(helm)
+    validations = vap["spec"]["validations"]
+    by_field = {
+        field: [v for v in validations if field in v["messageExpression"]]
+        for field in (
+            "spec.auth.apiKeysSecretRef", "spec.model.tokenSecretRef",
+            "spec.cache.redis.urlSecretRef", "spec.runtime.env[].valueFrom.secretKeyRef",
+            "spec.model.uri",
+        )
+    }  # fmt: skip
+    for field, found in by_field.items():
+        [validation] = found
+        resource = "persistentvolumeclaims" if field == "spec.model.uri" else "secrets"
         assert re.search(
             rf"authorizer\.group\(''\)\.resource\('{resource}'\)\s*"
-            r"\.namespace\(request\.namespace\)\.name\(n\)\.check\('get'\)\.allowed\(\)",
-            text,
-        ), resource
+            r"\.namespace\(request\.namespace\)\.name\((n|variables\.\w+)\)"
+            r"\.check\('get'\)\.allowed\(\)",
+            validation["expression"],
+        ), field
+        assert f"(missing permission: get {resource})" in validation["messageExpression"]
+        assert "authorizer" not in validation["messageExpression"]
+        assert validation["reason"] == "Forbidden"
     for field in ("apiKeysSecretRef", "tokenSecretRef", "urlSecretRef", "secretKeyRef", "pvc://"):
         assert field in text, field
-    assert "get secrets" in text and "get persistentvolumeclaims" in text
 
 
 def _refused_tolerations(vap: dict[str, Any]) -> str:

@@ -41,8 +41,9 @@ def test_helm_lint_strict(helm: Helm) -> None:
 
 def test_default_install_serves_the_release_namespace_only_with_the_crd(helm: Helm) -> None:
     """The narrowest scope that serves an installation is the default: a Role in the release
-    namespace; the CRD is the only cluster-scoped object, and nothing grants anything outside
-    the release namespace."""
+    namespace; the CRD and the admission policy (which grants nothing, and is bound to the
+    release namespace) are the only cluster-scoped objects, and nothing grants anything
+    outside the release namespace."""
     r = helm.template()
     assert r.kinds() == sorted(
         [
@@ -54,10 +55,17 @@ def test_default_install_serves_the_release_namespace_only_with_the_crd(helm: He
             "Role",
             "RoleBinding",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
+    cluster_scoped = {
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for doc in r.docs:
-        if doc["kind"] != "CustomResourceDefinition":
+        if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
     assert _env(r.one("Deployment"))["TTS_OPERATOR_NAMESPACES"] == NAMESPACE
     binding = r.one("RoleBinding")
@@ -83,6 +91,8 @@ def test_cluster_scope_is_one_cluster_role_for_every_namespace(helm: Helm) -> No
             "CustomResourceDefinition",
             "Deployment",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     assert _env(r.one("Deployment"))["TTS_OPERATOR_NAMESPACES"] == ""
@@ -98,7 +108,7 @@ def test_namespaced_scope_uses_roles_per_namespace_and_nothing_cluster_scoped(
     r = helm.template(
         "--set", "scope=namespaced", "--set", "watchNamespaces={voices,staging}",
         "--set", "crds.install=false", "--set", "prometheusAdapter.enabled=false",
-        "--set", "grafana.dashboard.enabled=false",
+        "--set", "grafana.dashboard.enabled=false", "--set", "admissionPolicy.enabled=false",
     )  # fmt: skip
     assert r.kinds() == sorted(
         ["Deployment", "ServiceAccount"] + ["Role", "RoleBinding", "KopfPeering"] * 2
