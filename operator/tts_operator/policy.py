@@ -64,6 +64,7 @@ RUNTIME_TUNING_ENV_NAMES = (
     "TTS_MAX_CONNECTIONS",
     "TTS_HEADER_TIMEOUT_S",
     "TTS_BODY_TIMEOUT_S",
+    "TTS_FRONT_END_WORKERS",
 )
 DEFAULT_SERVICE_TYPES: tuple[ServiceType, ...] = ("ClusterIP",)
 DEFAULT_ENV_VALUE_FROM: tuple[ValueFromSource, ...] = (
