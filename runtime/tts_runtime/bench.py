@@ -91,6 +91,9 @@ HEADLINE_CONCURRENCY = 32
 
 
 CONTROL = "batch=1'"
+# `--front-end-compare`: the dynamic server with espeak-ng in its own process, as before
+# issue 21 (TTS_FRONT_END_WORKERS=0), beside "dynamic" with its worker processes.
+INLINE = "inline"
 
 
 @dataclass
@@ -223,6 +226,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add a second, identical batch=1 server (an A/A control): the spread between "
         "the two is the noise floor of this machine",
+    )
+    parser.add_argument(
+        "--front-end-compare",
+        action="store_true",
+        help=f"add a dynamic server that runs espeak-ng in its own process ({INLINE!r}, "
+        "TTS_FRONT_END_WORKERS=0): what the worker processes that no text can crash cost",
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
 
@@ -409,7 +418,11 @@ def free_port() -> int:
 
 
 def runtime_env(
-    args: argparse.Namespace, model_path: Path, port: int, max_batch_size: int
+    args: argparse.Namespace,
+    model_path: Path,
+    port: int,
+    max_batch_size: int,
+    **settings: str,
 ) -> dict[str, str]:
     """The environment of a `tts-runtime serve` subprocess on loopback: TTS_* only from
     here, so the caller's own settings cannot skew a measurement."""
@@ -426,6 +439,7 @@ def runtime_env(
         TTS_REQUEST_TIMEOUT_S="600",
         TTS_LOG_LEVEL="warning",
     )
+    env.update({f"TTS_{name.upper()}": value for name, value in settings.items()})
     return env
 
 
@@ -436,12 +450,17 @@ def _start_targets(
     args: argparse.Namespace, model_path: Path, logs: Path, stack: contextlib.ExitStack
 ) -> list[Target]:
     targets = []
-    runtimes = [("batch=1", 1), ("dynamic", args.max_batch_size)]
+    runtimes: list[tuple[str, int, dict[str, str]]] = [
+        ("batch=1", 1, {}),
+        ("dynamic", args.max_batch_size, {}),
+    ]
     if args.control:
-        runtimes.append((CONTROL, 1))
-    for name, batch in runtimes:
+        runtimes.append((CONTROL, 1, {}))
+    if args.front_end_compare:
+        runtimes.append((INLINE, args.max_batch_size, {"front_end_workers": "0"}))
+    for name, batch, settings in runtimes:
         port = free_port()
-        env = runtime_env(args, model_path, port, batch)
+        env = runtime_env(args, model_path, port, batch, **settings)
         targets.append(
             stack.enter_context(serving(name, list(RUNTIME_COMMAND), env, port, logs, True))
         )
@@ -725,7 +744,30 @@ def _report(
             cells += ["-", "-"]
         cells.append(f"{ceiling_fraction(dyn.audio_rate, ceiling):.2f}")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    if INLINE in names:
+        lines += front_end_report(by_key, levels)
     return "\n".join(lines)
+
+
+def front_end_report(by_key: dict[tuple[str, int], LevelResult], levels: list[int]) -> list[str]:
+    """What espeak-ng in worker processes costs against espeak-ng in the server's own."""
+    lines = [
+        "",
+        f"front end: espeak-ng in worker processes (dynamic) against in the server ({INLINE})",
+        "",
+        f"| c | throughput dynamic:{INLINE} | p50 dynamic:{INLINE} | p99 dynamic:{INLINE} |",
+        "|--:|--:|--:|--:|",
+    ]
+    for c in levels:
+        dyn, inline = by_key.get(("dynamic", c)), by_key.get((INLINE, c))
+        if dyn is None or inline is None or not inline.rps:
+            continue
+        lines.append(
+            f"| {c} | {dyn.rps / inline.rps:.2f}x | "
+            f"{dyn.percentile(50) / inline.percentile(50):.2f} | "
+            f"{dyn.percentile(99) / inline.percentile(99):.2f} |"
+        )
+    return lines
 
 
 def machine_description() -> str:
