@@ -56,9 +56,12 @@ State = Literal["new", "idle", "busy"]
 
 
 class Guarded(Protocol):
-    """What the guard needs of a connection: a way to close it at once."""
+    """What the guard needs of a connection: a way to close it at once, and how many
+    response bytes its client has not taken yet."""
 
     def evict(self) -> None: ...
+
+    def unsent_bytes(self) -> int: ...
 
 
 class ConnectionLimitError(Exception):
@@ -137,6 +140,10 @@ class ConnectionGuard:
             other.pop(conn, None)
         if queue is not None:
             queue[conn] = self._clock()
+
+    def unsent_bytes(self) -> int:
+        """Response bytes, over every open connection, that clients have not taken yet."""
+        return sum(conn.unsent_bytes() for conn in self._open)
 
     def closed(self, conn: Guarded) -> None:
         for queue in self._queues.values():

@@ -13,13 +13,24 @@ body keeps its request in flight, holding a SIGTERM drain until it times out.
 
 The protocol tells the guard what the connection waits for (connections.py decides
 whom to close at the limit); one let in on the probe reserve serves only PROBE_PATHS.
+
+It also tells how many response bytes the client has not taken yet (`unsent_bytes`: the
+transport's buffer plus the kernel's send queue). A slow reader is judged by whether that
+number goes down (speech.py), and a drain waits until it is 0 on every connection
+(server.py), so no byte accepted for a client is lost at exit. For the same reason a
+connection whose client is still taking its last response is not idle: the keep-alive
+and head timeouts start over while that number keeps going down (a listener may take
+half a minute to read what the kernel buffered for it after the last write).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import struct
+import termios
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -34,6 +45,8 @@ log = logging.getLogger("tts_runtime.connections")
 
 # After a timeout's 408 is written, how long close() may wait for the client to take it.
 CLOSE_GRACE_S = 1.0
+# Where a request's scope holds its connection's unsent_bytes (a callable), for the app.
+UNSENT_BYTES_KEY = "tts.unsent_bytes"
 
 Phase = Literal["head", "body"]
 
@@ -58,6 +71,9 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._peer = "-"
+        self._fd = -1
+        # unsent_bytes at each timer's last look since the last response (none: not looked)
+        self._unsent_seen: dict[str, int] = {}
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -66,6 +82,7 @@ class GuardedH11Protocol(H11Protocol):
         if self.client:
             self._peer = str(self.client[0])
         sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         if self.guard.register(self, sock.fileno() if sock is not None else None) == "probes":
             self.app = _probes_only(self.app, self.guard, self.deadlines.pod_name, self._peer)
         self.app = self._abort_unfinished(self.app)
@@ -78,10 +95,20 @@ class GuardedH11Protocol(H11Protocol):
         self._sync()
 
     def on_response_complete(self) -> None:
+        self._unsent_seen.clear()
         super().on_response_complete()
         self._sync()
 
+    def timeout_keep_alive_handler(self) -> None:
+        if self._still_taking_response("keep-alive"):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fd = -1  # the number may soon be another socket's
         self._cancel_deadline()
         self.guard.closed(self)
         super().connection_lost(exc)
@@ -94,6 +121,7 @@ class GuardedH11Protocol(H11Protocol):
         async def aborting_unfinished(
             scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
         ) -> None:
+            scope[UNSENT_BYTES_KEY] = self.unsent_bytes  # type: ignore[literal-required]
             try:
                 await app(scope, receive, send)
             finally:
@@ -106,6 +134,17 @@ class GuardedH11Protocol(H11Protocol):
     def evict(self) -> None:
         self._cancel_deadline()
         self.transport.abort()
+
+    def unsent_bytes(self) -> int:
+        """Response bytes written for the client that it has not yet acknowledged."""
+        return self.transport.get_write_buffer_size() + kernel_unsent_bytes(self._fd)
+
+    def _still_taking_response(self, timer: str) -> bool:
+        """Whether the client has bytes of its last response to take and took some since
+        `timer` last looked (its first look: has any to take)."""
+        unsent, before = self.unsent_bytes(), self._unsent_seen.get(timer)
+        self._unsent_seen[timer] = unsent
+        return unsent > 0 and (before is None or unsent < before)
 
     # -- deadlines ----------------------------------------------------------------
 
@@ -144,6 +183,9 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing():
             return
+        if self._phase == "head" and not self._head_bytes and self._still_taking_response("head"):
+            self._deadline = self.loop.call_later(self.deadlines.header_timeout_s, self._expired)
+            return
         self.guard.update(self, "busy")  # closing: not one to evict any more
         if self._phase == "head":
             self.guard.metrics.closed.labels(reason="header_timeout").inc()
@@ -171,6 +213,18 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.write(_timeout_response(what, timeout_s, self.deadlines.pod_name))
         self.transport.close()
         self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)  # a client that never reads
+
+
+def kernel_unsent_bytes(fd: int) -> int:
+    """Bytes in a socket's kernel send queue not yet acknowledged by the peer (Linux's
+    SIOCOUTQ, the same number as TIOCOUTQ); 0 for a socket already closed."""
+    if fd < 0:
+        return 0
+    try:
+        answer = fcntl.ioctl(fd, termios.TIOCOUTQ, struct.pack("i", 0))
+    except OSError:
+        return 0
+    return int(struct.unpack("i", answer)[0])
 
 
 def _timeout_response(what: str, timeout_s: float, pod_name: str) -> bytes:

@@ -2,9 +2,11 @@
 
 Drain: the first SIGTERM (or SIGINT) turns readiness off and makes new speech
 requests 503 while the listener stays open (Kubernetes needs a moment to take
-the pod out of its endpoints); once every accepted request has sent its last
-byte, or the drain timeout passes, uvicorn shuts down and the process exits 0.
-A second signal stops at once.
+the pod out of its endpoints); once every accepted request has written its last
+byte and every client has taken them (the transports' buffers and the kernel's
+send queues are empty: a pod's network goes with its last process), or the
+drain timeout passes, uvicorn shuts down and the process exits 0. A second
+signal stops at once.
 
 Connections: the process's open-file limit is raised to its hard limit, the
 listener caps open connections under it (connections.py), and each request's
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 EXIT_MODEL_ERROR = 2
 EXIT_USAGE = 2
+# How often a drain looks whether the clients have taken the last bytes.
+FLUSH_POLL_S = 0.05
 
 
 class DrainingServer(uvicorn.Server):
@@ -56,9 +60,11 @@ class DrainingServer(uvicorn.Server):
         runtime: Runtime,
         drain_timeout_s: float,
         log_limits: Sequence[RepeatLimitFilter] = (),
+        guard: ConnectionGuard | None = None,
     ) -> None:
         super().__init__(config)
         self._runtime = runtime
+        self._guard = guard
         self._drain_timeout_s = drain_timeout_s
         self._log_limits = log_limits
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,10 +99,21 @@ class DrainingServer(uvicorn.Server):
             self._drain_task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_timeout_s
         self._runtime.begin_drain()
-        self.drained_cleanly = await self._runtime.wait_drained(self._drain_timeout_s)
+        finished = await self._runtime.wait_drained(self._drain_timeout_s)
+        unsent = await self._wait_flushed(deadline) if finished else 0
+        self.drained_cleanly = finished and unsent == 0
         if self.drained_cleanly:
-            log.info("drained: every accepted request finished")
+            log.info("drained: every accepted request finished and its clients took every byte")
+        elif finished:
+            log.warning(
+                "drain timeout (%.0f s) passed with %d response byte(s) not yet taken by "
+                "their clients",
+                self._drain_timeout_s,
+                unsent,
+            )
         else:
             log.warning(
                 "drain timeout (%.0f s) passed with %d request(s) still running",
@@ -104,6 +121,17 @@ class DrainingServer(uvicorn.Server):
                 self._runtime.in_flight.count,
             )
         self.should_exit = True
+
+    async def _wait_flushed(self, deadline: float) -> int:
+        """Waits, until `deadline` (loop time), for the clients to take every response
+        byte written for them; the bytes still unsent then."""
+        loop = asyncio.get_running_loop()
+        while self._guard is not None:
+            unsent = self._guard.unsent_bytes()
+            if unsent == 0 or loop.time() >= deadline:
+                return unsent
+            await asyncio.sleep(FLUSH_POLL_S)
+        return 0
 
 
 def configure_logging(level: str) -> list[RepeatLimitFilter]:
@@ -167,7 +195,7 @@ def serve(settings: RuntimeSettings) -> int:
         settings.header_timeout_s,
         settings.body_timeout_s,
     )
-    server = DrainingServer(config, runtime, settings.drain_timeout_s, log_limits)
+    server = DrainingServer(config, runtime, settings.drain_timeout_s, log_limits, guard)
     try:
         server.run(sockets=[listener])
     finally:

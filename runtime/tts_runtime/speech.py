@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from tts_runtime.errors import (
     draining_error,
     status_label,
 )
+from tts_runtime.http_protocol import UNSENT_BYTES_KEY
 from tts_runtime.settings import RuntimeSettings
 from tts_runtime.state import Runtime
 from tts_runtime.text import split_sentences
@@ -61,6 +62,8 @@ WRITE_PIECE_BYTES = 64 * 1024
 # speed 0.25 made over an hour of audio in one run (20 GB with the small test voice). Such
 # a sentence is split until each piece fits.
 ITEM_IDS_PER_CHAR = 3
+# While a write waits for a slow reader, how often its progress is looked at.
+PROGRESS_POLL_S = 0.25
 
 
 class RequestEnd:
@@ -475,10 +478,18 @@ class _WriteTimeoutError(Exception):
 
 
 class _AudioResponse(StreamingResponse):
-    """Sends `chunks`, each write within TTS_WRITE_TIMEOUT_S: a client that reads nothing
-    for that long is dropped (uvicorn closes the connection) instead of holding the
-    request for ever. However the response ends (sent, client gone, write timeout),
-    `chunks` is closed and the request finished, at once."""
+    """Sends `chunks`, dropping a client that takes no byte for TTS_WRITE_TIMEOUT_S
+    (uvicorn then closes the connection) instead of holding the request for ever.
+    However the response ends (sent, client gone, write timeout), `chunks` is closed and
+    the request finished, at once.
+
+    A client is judged by its progress, not by how long one write waits: a write waits
+    until the kernel's send buffer (which grows to megabytes) has room, and a listener
+    who reads a stream at playback speed can take a minute to drain it while reading all
+    along. So while a write waits, the bytes its client has not taken yet (the
+    connection's `unsent_bytes`, from http_protocol.py) are looked at every
+    PROGRESS_POLL_S; each drop restarts the clock. Served without that protocol (tests
+    that run plain uvicorn) each write simply has TTS_WRITE_TIMEOUT_S."""
 
     def __init__(
         self,
@@ -492,18 +503,25 @@ class _AudioResponse(StreamingResponse):
         self._chunks = chunks
         self._end = end
         self._write_timeout_s = end.runtime.settings.write_timeout_s
+        self._unsent_bytes: Callable[[], int] | None = None
 
     async def stream_response(self, send: Send) -> None:
+        unsent_bytes = self._unsent_bytes
+
         async def send_in_time(message: Message) -> None:
-            try:
-                async with asyncio.timeout(self._write_timeout_s):
-                    await send(message)
-            except TimeoutError:
-                raise _WriteTimeoutError from None
+            if unsent_bytes is None:
+                try:
+                    async with asyncio.timeout(self._write_timeout_s):
+                        await send(message)
+                except TimeoutError:
+                    raise _WriteTimeoutError from None
+                return
+            await _send_while_taken(send(message), unsent_bytes, self._write_timeout_s)
 
         await super().stream_response(send_in_time)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._unsent_bytes = scope.get(UNSENT_BYTES_KEY)
         try:
             await super().__call__(scope, receive, send)
         except _WriteTimeoutError:
@@ -514,3 +532,29 @@ class _AudioResponse(StreamingResponse):
         finally:
             await self._chunks.aclose()
             self._end.finish()
+
+
+async def _send_while_taken(
+    sending: Awaitable[None], unsent_bytes: Callable[[], int], timeout_s: float
+) -> None:
+    """Awaits `sending`; _WriteTimeoutError once the client's unsent bytes have not gone
+    down for `timeout_s` (while a write waits, only the client's reading moves them)."""
+    task = asyncio.ensure_future(sending)
+    loop = asyncio.get_running_loop()
+    last_progress = loop.time()
+    unsent = unsent_bytes()
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=PROGRESS_POLL_S)
+            if done:
+                return task.result()
+            now, before = loop.time(), unsent
+            unsent = unsent_bytes()
+            if unsent < before:
+                last_progress = now
+            elif now - last_progress >= timeout_s:
+                raise _WriteTimeoutError
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))

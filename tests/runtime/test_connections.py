@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -23,6 +25,7 @@ from tts_runtime.connections import (
     raise_open_file_limit,
 )
 from tts_runtime.errors import SettingsError
+from tts_runtime.http_protocol import kernel_unsent_bytes
 from tts_runtime.metrics import ConnectionMetrics
 from tts_runtime.settings import load_settings
 
@@ -35,6 +38,9 @@ class Conn:
 
     def evict(self) -> None:
         self.evicted = True
+
+    def unsent_bytes(self) -> int:
+        return 0
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -343,3 +349,58 @@ def test_accepted_connections_have_nagle_off() -> None:
         conn, _ = guarded.accept()
         with conn:
             assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+class Unsent(Conn):
+    def __init__(self, guard: ConnectionGuard, fd: int, unsent: int) -> None:
+        super().__init__(guard, fd)
+        self.unsent = unsent
+
+    def unsent_bytes(self) -> int:
+        return self.unsent
+
+
+def test_the_guard_sums_what_clients_have_not_taken_over_open_connections() -> None:
+    guard = ConnectionGuard(8, ConnectionMetrics(CollectorRegistry(), 8))
+    first, second = Unsent(guard, 3, 1000), Unsent(guard, 4, 24)
+    assert guard.unsent_bytes() == 1024
+    guard.closed(first)
+    assert guard.unsent_bytes() == 24
+    second.unsent = 0
+    assert guard.unsent_bytes() == 0
+
+
+def test_the_kernel_send_queue_counts_bytes_until_the_peer_reads_them() -> None:
+    """What a drain waits on, and what says a slow reader is still reading: SIOCOUTQ
+    counts bytes written but not yet acknowledged by the peer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as client:
+        server, _ = listener.accept()
+        with server:
+            server.setblocking(False)
+            written = 0
+            try:
+                while written < 8 << 20:  # until the client's window and our buffer are full
+                    written += server.send(b"x" * 65536)
+            except BlockingIOError:
+                pass
+            queued = kernel_unsent_bytes(server.fileno())
+            assert 0 < queued <= written
+            client.setblocking(False)
+            taken = 0
+            deadline = time.monotonic() + 10
+            while taken < written:
+                assert time.monotonic() < deadline, f"took {taken} of {written}"
+                try:
+                    taken += len(client.recv(1 << 20))
+                except BlockingIOError:
+                    time.sleep(0.001)
+            wait_until(lambda: kernel_unsent_bytes(server.fileno()) == 0)
+    assert kernel_unsent_bytes(-1) == 0
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
