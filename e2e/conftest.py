@@ -40,6 +40,14 @@ E2E_POLICY = {
     "allowedSecretNames": ["tts-*"],
     "allowedTolerationKeys": [REAL_NODE_TAINT["key"]],
 }
+# The in-cluster release's admission policy judges the namespaces labelled so (each
+# voice_namespace: the real-node scenarios go through it, as a chart install's TTSServices
+# do). Other scenarios' namespaces stay outside it whatever the order the tests run in:
+# test_11 shows the operator's own refusal, which is what covers clusters without the
+# policy, and would otherwise meet the API server's refusal first whenever the in-cluster
+# operator was installed earlier in the session. test_15 binds the policy for itself.
+ADMISSION_LABEL = "tts-e2e/admission-policy"
+ADMISSION_NAMESPACES = {"matchLabels": {ADMISSION_LABEL: "chart"}}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -134,7 +142,12 @@ def in_cluster_operator(
     # The session applied the CRD itself (as GitOps would): let the release adopt it.
     deploy.let_release_adopt(cluster, "crd/ttsservices.ttsoperator.io")
     deploy.install_operator(
-        cluster, images, replicas=2, create_peering=not peering_exists, policy=E2E_POLICY
+        cluster,
+        images,
+        replicas=2,
+        create_peering=not peering_exists,
+        policy=E2E_POLICY,
+        admission_namespaces=ADMISSION_NAMESPACES,
     )
     return deploy.RELEASE_NAMESPACE
 
@@ -148,8 +161,10 @@ def voices(workdir: Path) -> Path:
 
 
 @pytest.fixture
-def voice_namespace(cluster: Any, namespace: str, voices: Path) -> Iterator[str]:
-    """A fresh namespace holding the claim `tts-voices` with the real voice on it."""
+def voice_namespace(cluster: Any, kube: E2EKube, namespace: str, voices: Path) -> Iterator[str]:
+    """A fresh namespace holding the claim `tts-voices` with the real voice on it, judged by
+    the in-cluster release's admission policy."""
+    kube.core.patch_namespace(namespace, {"metadata": {"labels": {ADMISSION_LABEL: "chart"}}})
     cluster.apply(*deploy.voice_claim_objects(namespace, "tts-voices", voices))
     yield namespace
     cluster.kubectl("delete", "pv", f"{namespace}-tts-voices", "--wait=false", check=False)

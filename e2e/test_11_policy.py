@@ -15,7 +15,11 @@ digest reaches the pods' model-fetch init container with the digest, the downloa
 the deadline, and its emptyDir gets a sizeLimit.
 
 The host operator runs with the default policy (e2e/operatorproc.py adds only the kind
-provider's model directory to allowedHostPaths).
+provider's model directory to allowedHostPaths). These namespaces are outside the chart's
+admission policy (conftest ADMISSION_LABEL), as on a cluster without it: that is what the
+operator's own checks are for. Where the policy judges the namespace, the API server refuses
+the Secret's TTSService for this user before the operator sees it
+(test_15_admission_identity.py).
 """
 
 from __future__ import annotations

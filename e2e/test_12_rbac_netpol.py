@@ -61,7 +61,21 @@ def test_default_install_grants_nothing_outside_the_release_namespace(
         kinds = {o["kind"] for o in manifest}
         assert {"Role", "RoleBinding", "KopfPeering"} <= kinds, kinds
         assert not {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} & kinds, kinds
-        assert {o["metadata"].get("namespace") for o in manifest} == {namespace}
+        # The admission policy and its binding are the only cluster-scoped objects: they
+        # grant nothing, and judge TTSServices of the release namespace only.
+        cluster_scoped = [o for o in manifest if "namespace" not in o["metadata"]]
+        assert sorted(o["kind"] for o in cluster_scoped) == [
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ], cluster_scoped
+        [binding] = [o for o in cluster_scoped if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+        assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [namespace]}
+            ]
+        }
+        namespaced = [o for o in manifest if o not in cluster_scoped]
+        assert {o["metadata"]["namespace"] for o in namespaced} == {namespace}
 
         sa = _token_kubeconfig(
             cluster, f"{release}-tts-operator", namespace, tmp_path / "sa.kubeconfig"

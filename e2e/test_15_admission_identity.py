@@ -6,8 +6,9 @@ TTSService through only when the user creating or changing it may `get` every Se
 names and the PersistentVolumeClaim its pvc:// model mounts. Two impersonated users:
 
 - one who may only manage TTSServices: refused by the API server itself (no object is
-  stored) for another team's Secret and for another team's claim, the message naming the
-  missing permission; and refused for a toleration of a taint the chart does not list;
+  stored) for another team's Secret (an API-key reference, an env secretKeyRef) and for
+  another team's claim, the message naming the field and the missing permission; and
+  refused for a toleration of a taint the chart does not list;
 - one who may also read that Secret and claim: admitted.
 """
 
@@ -124,6 +125,8 @@ def test_the_api_server_judges_a_ttsservice_with_its_authors_rights(
     )
     with_secret = tts_body("keys", {"auth": {"apiKeysSecretRef": {"name": SECRET, "key": "keys"}}})
     with_claim = tts_body("claim", {"model": {"uri": f"pvc://{CLAIM}/en.onnx"}})
+    secret_env = {"name": "KEYS", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "keys"}}}
+    with_env = tts_body("env", {"runtime": {"env": [secret_env]}})
     tolerating = tts_body(
         "control-plane",
         {"scheduling": {"tolerations": [
@@ -134,17 +137,20 @@ def test_the_api_server_judges_a_ttsservice_with_its_authors_rights(
     assert admission_policy in message
     assert f"may not get Secret {SECRET}" in message and "get secrets" in message
     assert "spec.auth.apiKeysSecretRef" in message
+    message = _refused(tts_user, namespace, with_env)
+    assert f"may not get each of the Secrets {SECRET}" in message and "get secrets" in message
+    assert "spec.runtime.env[].valueFrom.secretKeyRef" in message
     message = _refused(tts_user, namespace, with_claim)
     assert f"may not get PersistentVolumeClaim {CLAIM}" in message
     assert "get persistentvolumeclaims" in message and "spec.model.uri" in message
     message = _refused(tts_user, namespace, tolerating)
     assert "node-role.kubernetes.io/control-plane" in message
     assert "policy.allowedTolerationKeys" in message
-    for name in ("keys", "claim", "control-plane"):
+    for name in ("keys", "env", "claim", "control-plane"):
         assert not kube.tts_exists(namespace, name)
 
     reader = _grant_reader(kube, namespace)
-    for body in (with_secret, with_claim):
+    for body in (with_secret, with_env, with_claim):
         name = body["metadata"]["name"]
 
         def admitted(body: dict[str, Any] = body) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def chart_values(
     create_peering: bool = True,
     policy: Mapping[str, Any] | None = None,
     prometheus_url: str | None = None,
+    admission_namespaces: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Chart defaults except where the images come from (and the real node's toleration), and
     the scope: the e2e scenarios and the demo make TTSServices in namespaces created after the
@@ -54,7 +55,9 @@ def chart_values(
     operator of the same session uses. `policy` overrides chart values under policy.*.
     `prometheus_url`: the local cluster's Prometheus, for the ScaledObjects of TTSServices
     with autoscaling.provider keda (queried by KEDA, a host process), with a rate window and
-    polling interval short enough for a test to watch a scale-up and a scale-down."""
+    polling interval short enough for a test to watch a scale-up and a scale-down.
+    `admission_namespaces`: a LabelSelector narrowing the chart's admission policy
+    (admissionPolicy.namespaceSelector); None keeps the chart's (every namespace here)."""
     repository, tag = split_image(images.operator.name)
     values: dict[str, Any] = {
         "scope": "cluster",
@@ -66,6 +69,8 @@ def chart_values(
     }
     if policy:
         values["policy"] = dict(policy)
+    if admission_namespaces is not None:
+        values["admissionPolicy"] = {"namespaceSelector": dict(admission_namespaces)}
     if prometheus_url:
         values["keda"] = {
             "prometheusServerAddress": prometheus_url,
@@ -97,13 +102,15 @@ def install_operator(
     policy: Mapping[str, Any] | None = None,
     release: str = RELEASE,
     namespace: str = RELEASE_NAMESPACE,
+    admission_namespaces: Mapping[str, Any] | None = None,
 ) -> str:
     """`helm upgrade --install` the chart, waiting until its operator pods are Ready."""
     values = cluster.workdir / f"{release}-values.json"
     prometheus = cluster.autoscalers.prometheus_url if cluster.autoscalers else None
-    values.write_text(
-        json.dumps(chart_values(images, replicas, create_peering, policy, prometheus), indent=2)
+    chosen = chart_values(
+        images, replicas, create_peering, policy, prometheus, admission_namespaces
     )
+    values.write_text(json.dumps(chosen, indent=2))
     return helm(
         cluster,
         "upgrade", "--install", release, str(CHART),

@@ -107,6 +107,14 @@ def test_chart_values_tolerate_the_real_node_taint() -> None:
     assert set(toleration) == {"key", "operator", "value", "effect"}
 
 
+def test_chart_values_keep_the_admission_policy_unless_narrowed() -> None:
+    assert "admissionPolicy" not in deploy.chart_values(_images())
+    selector = {"matchLabels": {"a": "b"}}
+    values = deploy.chart_values(_images(), admission_namespaces=selector)
+    assert values["admissionPolicy"] == {"namespaceSelector": selector}
+    jsonschema.validate(_merged(values), SCHEMA)
+
+
 @pytest.mark.parametrize("create_peering", [True, False])
 def test_chart_values_pass_the_chart_schema(create_peering: bool) -> None:
     values = deploy.chart_values(_images(), replicas=1, create_peering=create_peering)
