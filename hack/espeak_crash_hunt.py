@@ -25,7 +25,7 @@ SUFFIXES = ["'s", "s'", "ness", "less", "ly", "ing", "ed", "ment", "ful", "able"
 BASES = ["Bob", "s", "kind", "nessness", "x", "walk", "hope", "dark", "U.S.", "A.B."]
 ABBREVIATIONS = ["U.S.", "e.g.", "i.e.", "A.", "Dr.", "St.", "U.K.", "p.m.", "No."]
 SCRIPTS = [(0x41, 0x7A), (0xC0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF)]
-PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~…—–·"
+PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~…—–·"  # noqa: RUF001
 
 
 FAMILIES = ("suffix stack", "mixed suffix stack", "abbreviation chain", "dot run", "mixture")
