@@ -129,9 +129,9 @@ def test_a_whole_float_is_refused_where_the_scale_subresource_reads_it(
     kube: E2EKube, crds: None, namespace: str
 ) -> None:
     """What spec_fuzz.validated_form and api_server_verdict assume of the real API server:
-    spec.replicas 2.0 is refused, an integer field nothing else reads stores 9000.0 as 9000.
-    (A CEL rule reading a whole float fails too, naming the rule's object: not modelled by
-    the stand-in yet.)"""
+    spec.replicas 2.0 is refused, an integer field nothing else reads stores 9000.0 as 9000,
+    and a CEL rule comparing a whole float fails, naming the rule's object (found by this
+    fuzz in CI: autoscaling.maxReplicas 2.0), unless its has() guards skip the comparison."""
     base = {"model": {"uri": "pvc://voices/en"}}
     try:
         dry_run_create(kube, namespace, {**base, "replicas": 2.0})
@@ -142,3 +142,11 @@ def test_a_whole_float_is_refused_where_the_scale_subresource_reads_it(
     stored = dry_run_create(kube, namespace, {**base, "service": {"port": 9000.0}})
     assert stored["spec"]["service"]["port"] == 9000
     assert isinstance(stored["spec"]["service"]["port"], int)  # Go writes 9000.0 as 9000
+    compared = {**base, "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 2.0}}
+    try:
+        dry_run_create(kube, namespace, compared)
+    except ApiException as error:
+        assert error.status == 422 and refused_fields(error) == {"spec.autoscaling"}
+    else:
+        raise AssertionError("the API server took autoscaling.maxReplicas: 2.0")
+    assert api_server_verdict(compared).fields == {"spec.autoscaling"}

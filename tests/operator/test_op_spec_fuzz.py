@@ -83,3 +83,18 @@ def test_a_whole_float_is_an_integer_except_where_the_scale_subresource_reads_it
     assert taken.stored["service"]["port"] == 9000
     assert isinstance(taken.stored["service"]["port"], int)
     assert not models_fields(taken.stored)
+
+
+def test_a_whole_float_a_cel_rule_compares_is_refused_naming_the_rules_object() -> None:
+    """Found by e2e/test_13_spec_fuzz.py on the real API server: CEL reads
+    autoscaling.maxReplicas 2.0 before it is stored as 2, fails ("expected int, got
+    float64"), and the API server names the rule's object. The models refuse the float
+    (strict), naming the field inside it: the same problem."""
+    base = {"model": {"uri": "pvc://voices/en"}}
+    spec = {**base, "autoscaling": {"enabled": True, "maxReplicas": 2.0}}
+    refused = api_server_verdict(spec)
+    assert refused.fields == {"spec.autoscaling"} and refused.stored is None
+    assert judge(spec, refused.fields, None, SETTINGS, exact=True) == "refused"
+    # the same spec with an integer is taken
+    taken = api_server_verdict({**base, "autoscaling": {"enabled": True, "maxReplicas": 2}})
+    assert taken.accepted
